@@ -1,0 +1,121 @@
+//! The CPU backend: interprets a tower's [`Program`] in f32, multithreaded (rayon), with the
+//! matrix products in [`gemm`]. It is the reference the GPU backend is validated against.
+
+pub mod gemm;
+pub mod ops;
+
+use std::collections::HashMap;
+
+use crate::model::{Act, ClipConfig, Input, Op, Params, Program, Rows, Seqs};
+
+/// Runs `program` on one batch and returns the L2-normalised embeddings, `[n, embed_dim]`.
+pub fn run(program: &Program, cfg: &ClipConfig, params: &Params, input: &Input) -> Vec<f32> {
+    let seqs = match input {
+        Input::Pixels { n, .. } => Seqs::uniform(*n, cfg.vision.tokens()),
+        Input::Tokens(ids) => Seqs::from_lens(ids.iter().map(|t| t.len()).collect()),
+    };
+    if seqs.count() == 0 {
+        return Vec::new();
+    }
+    let mut acts: HashMap<Act, Vec<f32>> = program
+        .widths
+        .iter()
+        .map(|&(a, w, rows)| {
+            let r = match rows {
+                Rows::Tokens => seqs.tokens(),
+                Rows::Seqs => seqs.count(),
+            };
+            (a, vec![0f32; r * w])
+        })
+        .collect();
+    for op in &program.ops {
+        exec(op, program, cfg, params, input, &seqs, &mut acts);
+    }
+    acts.remove(&program.output).unwrap_or_default()
+}
+
+fn exec(
+    op: &Op,
+    program: &Program,
+    cfg: &ClipConfig,
+    params: &Params,
+    input: &Input,
+    seqs: &Seqs,
+    acts: &mut HashMap<Act, Vec<f32>>,
+) {
+    match *op {
+        Op::PatchEmbed { patch, class, pos, out } => {
+            let Input::Pixels { data, n } = *input else { panic!("vision program given tokens") };
+            let v = &cfg.vision;
+            let (d, g2) = (patch.n_out, v.grid() * v.grid());
+            let cols = ops::im2col(data, n, v.image_size, v.patch_size);
+            let mut pe = vec![0f32; n * g2 * d];
+            gemm::matmul_wt(&mut pe, &cols, params.data(patch.weight), n * g2, patch.n_in, d, false);
+            let (class, pos) = (params.data(class), params.data(pos));
+            let x = acts.get_mut(&out).unwrap();
+            for s in 0..n {
+                let base = s * (g2 + 1) * d;
+                for (i, v) in x[base..base + d].iter_mut().enumerate() {
+                    *v = class[i] + pos[i];
+                }
+                for p in 0..g2 {
+                    let dst = base + (p + 1) * d;
+                    let src = (s * g2 + p) * d;
+                    for i in 0..d {
+                        x[dst + i] = pe[src + i] + pos[(p + 1) * d + i];
+                    }
+                }
+            }
+        }
+        Op::TokenEmbed { table, pos, out } => {
+            let Input::Tokens(texts) = input else { panic!("text program given pixels") };
+            let d = program.width(out);
+            let (table, pos) = (params.data(table), params.data(pos));
+            let x = acts.get_mut(&out).unwrap();
+            for (s, ids) in texts.iter().enumerate() {
+                for (j, &id) in ids.iter().enumerate() {
+                    let dst = (seqs.offsets[s] + j) * d;
+                    let (t, p) = (&table[id as usize * d..][..d], &pos[j * d..][..d]);
+                    for i in 0..d {
+                        x[dst + i] = t[i] + p[i];
+                    }
+                }
+            }
+        }
+        Op::LayerNorm { x, ln, eps, out } => {
+            let w = program.width(x);
+            let (g, b) = (params.data(ln.gamma), params.data(ln.beta));
+            if x == out {
+                ops::layer_norm_inplace(acts.get_mut(&x).unwrap(), w, g, b, eps);
+            } else {
+                let src = acts.remove(&x).unwrap();
+                ops::layer_norm(&src, acts.get_mut(&out).unwrap(), w, g, b, eps);
+                acts.insert(x, src);
+            }
+        }
+        Op::Linear { x, lin, act, accumulate, out } => {
+            let src = acts.remove(&x).expect("linear input");
+            let rows = src.len() / lin.n_in;
+            let y = acts.get_mut(&out).expect("linear output");
+            gemm::matmul_wt(y, &src, params.data(lin.weight), rows, lin.n_in, lin.n_out, accumulate);
+            let bias = lin.bias.map(|b| params.data(b));
+            ops::bias_act(y, lin.n_out, bias, act);
+            acts.insert(x, src);
+        }
+        Op::Attention { qkv, out, heads, head_dim, causal } => {
+            let src = acts.remove(&qkv).unwrap();
+            ops::attention(&src, acts.get_mut(&out).unwrap(), seqs, heads, head_dim, causal);
+            acts.insert(qkv, src);
+        }
+        Op::Pool { x, at, out } => {
+            let w = program.width(x);
+            let src = acts.remove(&x).unwrap();
+            ops::pool(&src, acts.get_mut(&out).unwrap(), w, seqs, at);
+            acts.insert(x, src);
+        }
+        Op::L2Normalize { x } => {
+            let w = program.width(x);
+            ops::l2_normalize(acts.get_mut(&x).unwrap(), w);
+        }
+    }
+}

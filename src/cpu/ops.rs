@@ -1,0 +1,205 @@
+//! Row-wise and per-sequence operations of the CPU backend: layernorm, activations,
+//! attention, embeddings, pooling, normalisation. Each mirrors one [`Op`](crate::model::Op).
+
+use rayon::prelude::*;
+
+use crate::model::{Activation, PoolAt, Seqs};
+
+/// Eight-lane dot product: the independent accumulators let LLVM vectorise it.
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0f32; 8];
+    let chunks = n / 8;
+    for c in 0..chunks {
+        for l in 0..8 {
+            acc[l] += a[c * 8 + l] * b[c * 8 + l];
+        }
+    }
+    let mut s = 0f32;
+    for i in chunks * 8..n {
+        s += a[i] * b[i];
+    }
+    s + ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+}
+
+/// `out[r] = (x[r] - mean) / sqrt(var + eps) · gamma + beta` per row of width `w`.
+pub fn layer_norm(x: &[f32], out: &mut [f32], w: usize, gamma: &[f32], beta: &[f32], eps: f32) {
+    out.par_chunks_mut(w).zip(x.par_chunks(w)).for_each(|(o, r)| {
+        let mean = r.iter().map(|&v| v as f64).sum::<f64>() / w as f64;
+        let var = r.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / w as f64;
+        let inv = 1.0 / (var + eps as f64).sqrt();
+        let (mean, inv) = (mean as f32, inv as f32);
+        for i in 0..w {
+            o[i] = (r[i] - mean) * inv * gamma[i] + beta[i];
+        }
+    });
+}
+
+/// In-place layernorm.
+pub fn layer_norm_inplace(x: &mut [f32], w: usize, gamma: &[f32], beta: &[f32], eps: f32) {
+    x.par_chunks_mut(w).for_each(|r| {
+        let copy = r.to_vec();
+        layer_norm(&copy, r, w, gamma, beta, eps);
+    });
+}
+
+pub fn quick_gelu(x: f32) -> f32 {
+    x / (1.0 + (-1.702 * x).exp())
+}
+
+pub fn gelu(x: f32) -> f32 {
+    (0.5 * x as f64 * (1.0 + libm::erf(x as f64 / std::f64::consts::SQRT_2))) as f32
+}
+
+/// Adds the bias to every row and applies the activation.
+pub fn bias_act(y: &mut [f32], n: usize, bias: Option<&[f32]>, act: Option<Activation>) {
+    if bias.is_none() && act.is_none() {
+        return;
+    }
+    y.par_chunks_mut(n.max(1) * 16).for_each(|rows| {
+        for r in rows.chunks_mut(n) {
+            if let Some(b) = bias {
+                for (v, &bb) in r.iter_mut().zip(b) {
+                    *v += bb;
+                }
+            }
+            match act {
+                Some(Activation::QuickGelu) => r.iter_mut().for_each(|v| *v = quick_gelu(*v)),
+                Some(Activation::Gelu) => r.iter_mut().for_each(|v| *v = gelu(*v)),
+                None => {}
+            }
+        }
+    });
+}
+
+/// Adds `bias` to every row of `y` (the residual path's bias, added after the product).
+pub fn add_bias(y: &mut [f32], n: usize, bias: &[f32]) {
+    bias_act(y, n, Some(bias), None)
+}
+
+/// Multi-head attention inside each sequence. `qkv` rows are `[q | k | v]`, each `width`
+/// wide and split into heads of `hd`; `out` rows are the heads' outputs side by side.
+pub fn attention(qkv: &[f32], out: &mut [f32], seqs: &Seqs, heads: usize, hd: usize, causal: bool) {
+    let width = heads * hd;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let jobs: Vec<(usize, usize)> = (0..seqs.count()).flat_map(|s| (0..heads).map(move |h| (s, h))).collect();
+    let results: Vec<Vec<f32>> = jobs
+        .par_iter()
+        .map(|&(s, h)| {
+            let (off, len) = (seqs.offsets[s], seqs.lens[s]);
+            let row = |t: usize, part: usize| {
+                let base = (off + t) * 3 * width + part * width + h * hd;
+                &qkv[base..base + hd]
+            };
+            let mut o = vec![0f32; len * hd];
+            let mut p = vec![0f32; len];
+            for i in 0..len {
+                let q = row(i, 0);
+                let end = if causal { i + 1 } else { len };
+                let mut max = f32::NEG_INFINITY;
+                for j in 0..end {
+                    p[j] = dot(q, row(j, 1)) * scale;
+                    max = max.max(p[j]);
+                }
+                let mut sum = 0f32;
+                for pj in p.iter_mut().take(end) {
+                    *pj = (*pj - max).exp();
+                    sum += *pj;
+                }
+                let inv = 1.0 / sum;
+                let oi = &mut o[i * hd..(i + 1) * hd];
+                for (j, &pj) in p.iter().enumerate().take(end) {
+                    let v = row(j, 2);
+                    let wgt = pj * inv;
+                    for d in 0..hd {
+                        oi[d] += wgt * v[d];
+                    }
+                }
+            }
+            o
+        })
+        .collect();
+    for (&(s, h), o) in jobs.iter().zip(results) {
+        let off = seqs.offsets[s];
+        for i in 0..seqs.lens[s] {
+            let dst = (off + i) * width + h * hd;
+            out[dst..dst + hd].copy_from_slice(&o[i * hd..(i + 1) * hd]);
+        }
+    }
+}
+
+/// Gathers each sequence's pooled row.
+pub fn pool(x: &[f32], out: &mut [f32], w: usize, seqs: &Seqs, at: PoolAt) {
+    for s in 0..seqs.count() {
+        let r = match at {
+            PoolAt::First => seqs.offsets[s],
+            PoolAt::Last => seqs.offsets[s] + seqs.lens[s] - 1,
+        };
+        out[s * w..(s + 1) * w].copy_from_slice(&x[r * w..(r + 1) * w]);
+    }
+}
+
+/// Scales each row to unit L2 norm.
+pub fn l2_normalize(x: &mut [f32], w: usize) {
+    for r in x.chunks_mut(w) {
+        let n = r.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt() as f32;
+        if n > 0.0 {
+            r.iter_mut().for_each(|v| *v /= n);
+        }
+    }
+}
+
+/// Flattens each image's patches (row-major over the grid, each `[3, P, P]`) into rows.
+pub fn im2col(pixels: &[f32], n: usize, image: usize, patch: usize) -> Vec<f32> {
+    let grid = image / patch;
+    let pd = 3 * patch * patch;
+    let mut cols = vec![0f32; n * grid * grid * pd];
+    cols.par_chunks_mut(pd).enumerate().for_each(|(r, dst)| {
+        let (s, p) = (r / (grid * grid), r % (grid * grid));
+        let (gy, gx) = (p / grid, p % grid);
+        let img = &pixels[s * 3 * image * image..(s + 1) * 3 * image * image];
+        for c in 0..3 {
+            for dy in 0..patch {
+                let src = c * image * image + (gy * patch + dy) * image + gx * patch;
+                let d = c * patch * patch + dy * patch;
+                dst[d..d + patch].copy_from_slice(&img[src..src + patch]);
+            }
+        }
+    });
+    cols
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gelu_values() {
+        // torch.nn.functional.gelu and QuickGELU at a few points.
+        assert!((gelu(1.0) - 0.841_344_7).abs() < 1e-6);
+        assert!((gelu(-0.5) - -0.154_269_4).abs() < 1e-6);
+        assert!((quick_gelu(1.0) - 0.845_795_3).abs() < 1e-6);
+    }
+
+    #[test]
+    fn causal_attention_of_first_token_is_its_value() {
+        // One sequence, one head: with a causal mask token 0 only sees itself.
+        let hd = 4;
+        let qkv: Vec<f32> = (0..3 * 3 * hd).map(|i| i as f32 * 0.1).collect();
+        let mut out = vec![0f32; 3 * hd];
+        attention(&qkv, &mut out, &Seqs::uniform(1, 3), 1, hd, true);
+        assert_eq!(&out[..hd], &qkv[2 * hd..3 * hd]);
+    }
+
+    #[test]
+    fn layer_norm_normalises() {
+        let x = [1.0f32, 2.0, 3.0, 4.0];
+        let mut o = [0f32; 4];
+        layer_norm(&x, &mut o, 4, &[1.0; 4], &[0.0; 4], 1e-5);
+        let mean: f32 = o.iter().sum::<f32>() / 4.0;
+        let var: f32 = o.iter().map(|v| v * v).sum::<f32>() / 4.0;
+        assert!(mean.abs() < 1e-6 && (var - 1.0).abs() < 1e-4, "{o:?}");
+    }
+}

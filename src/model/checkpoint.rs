@@ -1,0 +1,523 @@
+//! Loading CLIP checkpoints from safetensors (memory-mapped), in either naming:
+//!
+//! * HF transformers (`openai/clip-vit-base-patch32`): a directory with `model.safetensors`
+//!   and `config.json`, tensors `vision_model.encoder.layers.N.self_attn.q_proj.weight`, …
+//! * OpenAI / open_clip: one file, tensors `visual.transformer.resblocks.N.attn.in_proj_weight`,
+//!   `visual.proj`, `text_projection`, …; hyper-parameters inferred from the shapes (or read
+//!   from an `open_clip_config.json` beside the file).
+//!
+//! f32, f16 and bf16 tensors are converted to f32. Every tensor is checked for presence,
+//! dtype, shape and finiteness; an error names the file, the tensor, what was expected and
+//! what was found.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use safetensors::{Dtype, SafeTensors};
+
+use super::config::{Activation, ClipConfig, HfConfig, TextConfig, TowerConfig, VisionConfig};
+use super::weights::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{path}: {msg}")]
+    Io { path: PathBuf, msg: String },
+    #[error("{path}: not a valid safetensors file: {msg}")]
+    Format { path: PathBuf, msg: String },
+    #[error("{path}: tensor `{name}` is missing ({layout} layout)")]
+    Missing { path: PathBuf, name: String, layout: &'static str },
+    #[error("{path}: tensor `{name}`: expected shape {expected:?}, found {found:?}")]
+    Shape { path: PathBuf, name: String, expected: Vec<usize>, found: Vec<usize> },
+    #[error("{path}: tensor `{name}`: dtype {found} is not supported (expected F32, F16 or BF16)")]
+    Dtype { path: PathBuf, name: String, found: String },
+    #[error("{path}: tensor `{name}` holds a non-finite value ({value}) at flat index {index}")]
+    NonFinite { path: PathBuf, name: String, index: usize, value: f32 },
+    #[error("{path}: {msg}")]
+    Config { path: PathBuf, msg: String },
+}
+
+/// Which naming a checkpoint uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Layout {
+    /// HF transformers `CLIPModel`.
+    Hf,
+    /// OpenAI's `clip` / open_clip.
+    OpenAi,
+}
+
+impl Layout {
+    fn name(self) -> &'static str {
+        match self {
+            Layout::Hf => "HF transformers",
+            Layout::OpenAi => "OpenAI/open_clip",
+        }
+    }
+}
+
+/// Options that a checkpoint cannot always tell.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Overrides the activation from the config (QuickGELU for OpenAI weights, GELU for LAION's).
+    pub activation: Option<Activation>,
+}
+
+/// A loaded checkpoint: configuration and f32 weights.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    pub config: ClipConfig,
+    pub weights: Weights,
+    pub layout: Layout,
+    /// The safetensors file the weights came from.
+    pub path: PathBuf,
+}
+
+/// Loads a checkpoint from an HF directory or a single safetensors file.
+pub fn load(path: &Path, opts: &LoadOptions) -> Result<Checkpoint, LoadError> {
+    let io = |msg: String| LoadError::Io { path: path.to_path_buf(), msg };
+    let meta = std::fs::metadata(path).map_err(|e| io(format!("cannot open checkpoint: {e}")))?;
+    let (file, dir) = if meta.is_dir() {
+        let mut found = None;
+        for cand in ["model.safetensors", "open_clip_model.safetensors"] {
+            if path.join(cand).is_file() {
+                found = Some(path.join(cand));
+                break;
+            }
+        }
+        let Some(f) = found else {
+            let pickle = ["pytorch_model.bin", "open_clip_pytorch_model.bin"]
+                .iter()
+                .any(|c| path.join(c).is_file());
+            return Err(io(if pickle {
+                "holds only a PyTorch pickle checkpoint (*.bin); convert it to safetensors (see weights/README.md)".into()
+            } else {
+                "no model.safetensors or open_clip_model.safetensors in this directory".into()
+            }));
+        };
+        (f, path.to_path_buf())
+    } else {
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        (path.to_path_buf(), dir)
+    };
+
+    let fh = std::fs::File::open(&file).map_err(|e| LoadError::Io {
+        path: file.clone(),
+        msg: format!("cannot open: {e}"),
+    })?;
+    // SAFETY: the map is read-only and lives only inside this function; the file is not
+    // modified by this process. Another process truncating it while we read is the usual
+    // mmap caveat, accepted as for every mmap-based loader.
+    let mmap = unsafe { memmap2::Mmap::map(&fh) }.map_err(|e| LoadError::Io {
+        path: file.clone(),
+        msg: format!("cannot map: {e}"),
+    })?;
+    let st = SafeTensors::deserialize(&mmap).map_err(|e| LoadError::Format {
+        path: file.clone(),
+        msg: e.to_string(),
+    })?;
+
+    let names: BTreeSet<String> = st.names().into_iter().map(String::from).collect();
+    let prefix = ["", "module.", "model."]
+        .into_iter()
+        .find(|p| {
+            names.contains(&format!("{p}vision_model.embeddings.class_embedding"))
+                || names.contains(&format!("{p}visual.class_embedding"))
+        })
+        .ok_or_else(|| LoadError::Config {
+            path: file.clone(),
+            msg: "not a CLIP checkpoint: neither `vision_model.embeddings.class_embedding` (HF) nor `visual.class_embedding` (OpenAI/open_clip) is present".into(),
+        })?;
+    let layout = if names.contains(&format!("{prefix}vision_model.embeddings.class_embedding")) {
+        Layout::Hf
+    } else {
+        Layout::OpenAi
+    };
+    let src = Source { st, path: file.clone(), prefix: prefix.to_string(), layout };
+
+    let mut config = match layout {
+        Layout::Hf => hf_config(&dir, &src)?,
+        Layout::OpenAi => openai_config(&dir, &src, &names)?,
+    };
+    if let Some(a) = opts.activation {
+        config.vision.tower.activation = a;
+        config.text.tower.activation = a;
+    }
+    config.validate().map_err(|msg| LoadError::Config { path: file.clone(), msg })?;
+
+    let weights = match layout {
+        Layout::Hf => build_hf(&src, &config)?,
+        Layout::OpenAi => build_openai(&src, &config)?,
+    };
+    Ok(Checkpoint { config, weights, layout, path: file })
+}
+
+struct Source<'a> {
+    st: SafeTensors<'a>,
+    path: PathBuf,
+    prefix: String,
+    layout: Layout,
+}
+
+impl Source<'_> {
+    fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        self.st.tensor(&format!("{}{name}", self.prefix)).ok().map(|t| t.shape().to_vec())
+    }
+
+    fn missing(&self, name: &str) -> LoadError {
+        LoadError::Missing {
+            path: self.path.clone(),
+            name: format!("{}{name}", self.prefix),
+            layout: self.layout.name(),
+        }
+    }
+
+    fn shape_of(&self, name: &str) -> Result<Vec<usize>, LoadError> {
+        self.shape(name).ok_or_else(|| self.missing(name))
+    }
+
+    /// Reads tensor `name`, checks it has `expected` elements laid out as `expected`
+    /// (a scalar `[]` also accepts `[1]`), and converts it to f32.
+    fn read(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>, LoadError> {
+        let full = format!("{}{name}", self.prefix);
+        let t = self.st.tensor(&full).map_err(|_| self.missing(name))?;
+        let shape = t.shape().to_vec();
+        let scalar_ok = expected.is_empty() && shape == [1];
+        if shape != expected && !scalar_ok {
+            return Err(LoadError::Shape {
+                path: self.path.clone(),
+                name: full,
+                expected: expected.to_vec(),
+                found: shape,
+            });
+        }
+        let bytes = t.data();
+        let data: Vec<f32> = match t.dtype() {
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => bytes
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            other => {
+                return Err(LoadError::Dtype { path: self.path.clone(), name: full, found: format!("{other:?}") })
+            }
+        };
+        if let Some((index, &value)) = data.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(LoadError::NonFinite { path: self.path.clone(), name: full, index, value });
+        }
+        Ok(data)
+    }
+}
+
+fn hf_config(dir: &Path, src: &Source) -> Result<ClipConfig, LoadError> {
+    let cfg_path = dir.join("config.json");
+    if cfg_path.is_file() {
+        let text = std::fs::read_to_string(&cfg_path).map_err(|e| LoadError::Io {
+            path: cfg_path.clone(),
+            msg: format!("cannot read: {e}"),
+        })?;
+        let hf: HfConfig = serde_json::from_str(&text).map_err(|e| LoadError::Config {
+            path: cfg_path.clone(),
+            msg: format!("invalid config.json: {e}"),
+        })?;
+        return hf.to_config().map_err(|msg| LoadError::Config { path: cfg_path, msg });
+    }
+    // No config.json: infer from shapes, assuming 64-wide heads and QuickGELU.
+    let names: BTreeSet<String> = src.st.names().into_iter().map(String::from).collect();
+    let count = |tower: &str| {
+        layer_count(&names, &format!("{}{tower}.encoder.layers.", src.prefix))
+    };
+    let patch = src.shape_of("vision_model.embeddings.patch_embedding.weight")?;
+    let vpos = src.shape_of("vision_model.embeddings.position_embedding.weight")?;
+    let tok = src.shape_of("text_model.embeddings.token_embedding.weight")?;
+    let tpos = src.shape_of("text_model.embeddings.position_embedding.weight")?;
+    let vmlp = src.shape_of("vision_model.encoder.layers.0.mlp.fc1.weight")?;
+    let tmlp = src.shape_of("text_model.encoder.layers.0.mlp.fc1.weight")?;
+    let proj = src.shape_of("visual_projection.weight")?;
+    inferred(
+        &src.path,
+        (patch, vpos, vmlp, count("vision_model")),
+        (tok, tpos, tmlp, count("text_model")),
+        proj[0],
+        None,
+    )
+}
+
+fn layer_count(names: &BTreeSet<String>, prefix: &str) -> usize {
+    names
+        .iter()
+        .filter_map(|n| n.strip_prefix(prefix))
+        .filter_map(|rest| rest.split('.').next()?.parse::<usize>().ok())
+        .map(|i| i + 1)
+        .max()
+        .unwrap_or(0)
+}
+
+/// open_clip's `open_clip_config.json` (only what we need).
+#[derive(serde::Deserialize)]
+struct OpenClipConfig {
+    model_cfg: OpenClipModelCfg,
+}
+#[derive(serde::Deserialize)]
+struct OpenClipModelCfg {
+    #[serde(default)]
+    quick_gelu: bool,
+    #[serde(default)]
+    vision_cfg: OpenClipTower,
+    #[serde(default)]
+    text_cfg: OpenClipTower,
+}
+#[derive(serde::Deserialize, Default)]
+struct OpenClipTower {
+    heads: Option<usize>,
+    head_width: Option<usize>,
+}
+
+fn openai_config(dir: &Path, src: &Source, names: &BTreeSet<String>) -> Result<ClipConfig, LoadError> {
+    let oc_path = dir.join("open_clip_config.json");
+    let oc: Option<OpenClipConfig> = if oc_path.is_file() {
+        let text = std::fs::read_to_string(&oc_path)
+            .map_err(|e| LoadError::Io { path: oc_path.clone(), msg: format!("cannot read: {e}") })?;
+        Some(serde_json::from_str(&text).map_err(|e| LoadError::Config {
+            path: oc_path.clone(),
+            msg: format!("invalid open_clip_config.json: {e}"),
+        })?)
+    } else {
+        None
+    };
+    let count = |p: &str| layer_count(names, &format!("{}{p}", src.prefix));
+    let patch = src.shape_of("visual.conv1.weight")?;
+    let vpos = src.shape_of("visual.positional_embedding")?;
+    let vmlp = src.shape_of("visual.transformer.resblocks.0.mlp.c_fc.weight")?;
+    let tok = src.shape_of("token_embedding.weight")?;
+    let tpos = src.shape_of("positional_embedding")?;
+    let tmlp = src.shape_of("transformer.resblocks.0.mlp.c_fc.weight")?;
+    let proj = src.shape_of("text_projection")?;
+    let mut cfg = inferred(
+        &src.path,
+        (patch, vpos, vmlp, count("visual.transformer.resblocks.")),
+        (tok, tpos, tmlp, count("transformer.resblocks.")),
+        *proj.get(1).unwrap_or(&0),
+        oc.as_ref(),
+    )?;
+    if let Some(oc) = &oc {
+        // open_clip: QuickGELU only when the config says so (its "-quickgelu" models);
+        // without a config we keep QuickGELU, as OpenAI's own weights need.
+        let act = if oc.model_cfg.quick_gelu { Activation::QuickGelu } else { Activation::Gelu };
+        cfg.vision.tower.activation = act;
+        cfg.text.tower.activation = act;
+    }
+    Ok(cfg)
+}
+
+type TowerShapes = (Vec<usize>, Vec<usize>, Vec<usize>, usize);
+
+fn inferred(
+    path: &Path,
+    (patch, vpos, vmlp, vlayers): TowerShapes,
+    (tok, tpos, tmlp, tlayers): TowerShapes,
+    embed_dim: usize,
+    oc: Option<&OpenClipConfig>,
+) -> Result<ClipConfig, LoadError> {
+    let bad = |msg: String| LoadError::Config { path: path.to_path_buf(), msg };
+    if patch.len() != 4 || patch[1] != 3 || patch[2] != patch[3] {
+        return Err(bad(format!("patch embedding has shape {patch:?}, expected [width, 3, P, P]")));
+    }
+    let vwidth = patch[0];
+    let tokens = *vpos.first().unwrap_or(&0);
+    let grid = ((tokens.saturating_sub(1)) as f64).sqrt() as usize;
+    if tokens < 2 || grid * grid + 1 != tokens {
+        return Err(bad(format!("vision position embedding has {tokens} rows, expected grid²+1")));
+    }
+    let twidth = *tok.get(1).unwrap_or(&0);
+    let heads = |width: usize, t: Option<&OpenClipTower>| -> usize {
+        match t {
+            Some(OpenClipTower { heads: Some(h), .. }) => *h,
+            Some(OpenClipTower { head_width: Some(hw), .. }) if *hw > 0 => width / hw,
+            _ => (width / 64).max(1),
+        }
+    };
+    let tower = |width, layers, mlp: &[usize], heads| TowerConfig {
+        width,
+        layers,
+        heads,
+        mlp: mlp[0],
+        activation: Activation::QuickGelu,
+        layer_norm_eps: 1e-5,
+    };
+    Ok(ClipConfig {
+        vision: VisionConfig {
+            tower: tower(vwidth, vlayers, &vmlp, heads(vwidth, oc.map(|o| &o.model_cfg.vision_cfg))),
+            image_size: grid * patch[2],
+            patch_size: patch[2],
+        },
+        text: TextConfig {
+            tower: tower(twidth, tlayers, &tmlp, heads(twidth, oc.map(|o| &o.model_cfg.text_cfg))),
+            vocab_size: tok[0],
+            context_length: *tpos.first().unwrap_or(&0),
+        },
+        embed_dim,
+    })
+}
+
+/// Accumulates canonical parameters from a source.
+struct Builder<'s, 'a> {
+    src: &'s Source<'a>,
+    params: Params,
+}
+
+impl Builder<'_, '_> {
+    fn tensor(&mut self, canon: String, name: &str, shape: &[usize]) -> Result<ParamId, LoadError> {
+        let data = self.src.read(name, shape)?;
+        Ok(self.params.push(canon, shape.to_vec(), data))
+    }
+
+    /// A linear layer stored `[out, in]`; `bias` may be absent (projections).
+    fn linear(&mut self, canon: &str, w: &str, b: Option<&str>, n_out: usize, n_in: usize) -> Result<LinearW, LoadError> {
+        let weight = self.tensor(format!("{canon}.weight"), w, &[n_out, n_in])?;
+        let bias = match b {
+            Some(b) => Some(self.tensor(format!("{canon}.bias"), b, &[n_out])?),
+            None => None,
+        };
+        Ok(LinearW { weight, bias, n_in, n_out })
+    }
+
+    /// A linear layer stored `[in, out]` (OpenAI's `proj` / `text_projection`), transposed.
+    fn linear_t(&mut self, canon: &str, w: &str, n_out: usize, n_in: usize) -> Result<LinearW, LoadError> {
+        let d = self.src.read(w, &[n_in, n_out])?;
+        let mut t = vec![0f32; d.len()];
+        for i in 0..n_in {
+            for o in 0..n_out {
+                t[o * n_in + i] = d[i * n_out + o];
+            }
+        }
+        let weight = self.params.push(format!("{canon}.weight"), vec![n_out, n_in], t);
+        Ok(LinearW { weight, bias: None, n_in, n_out })
+    }
+
+    fn ln(&mut self, canon: &str, prefix: &str, width: usize) -> Result<LayerNormW, LoadError> {
+        Ok(LayerNormW {
+            gamma: self.tensor(format!("{canon}.weight"), &format!("{prefix}.weight"), &[width])?,
+            beta: self.tensor(format!("{canon}.bias"), &format!("{prefix}.bias"), &[width])?,
+        })
+    }
+
+    /// HF keeps q, k and v apart; the engine runs them as one `[3·width, width]` matmul.
+    fn qkv_hf(&mut self, canon: &str, attn: &str, width: usize) -> Result<LinearW, LoadError> {
+        let mut w = Vec::with_capacity(3 * width * width);
+        let mut b = Vec::with_capacity(3 * width);
+        for p in ["q_proj", "k_proj", "v_proj"] {
+            w.extend(self.src.read(&format!("{attn}.{p}.weight"), &[width, width])?);
+            b.extend(self.src.read(&format!("{attn}.{p}.bias"), &[width])?);
+        }
+        let weight = self.params.push(format!("{canon}.weight"), vec![3 * width, width], w);
+        let bias = Some(self.params.push(format!("{canon}.bias"), vec![3 * width], b));
+        Ok(LinearW { weight, bias, n_in: width, n_out: 3 * width })
+    }
+}
+
+fn build_hf(src: &Source, cfg: &ClipConfig) -> Result<Weights, LoadError> {
+    let mut b = Builder { src, params: Params::default() };
+    let blocks = |b: &mut Builder, tower: &str, canon: &str, t: &TowerConfig| -> Result<Vec<BlockW>, LoadError> {
+        (0..t.layers)
+            .map(|i| {
+                let p = format!("{tower}.encoder.layers.{i}");
+                let c = format!("{canon}.blocks.{i}");
+                let (w, m) = (t.width, t.mlp);
+                Ok(BlockW {
+                    ln1: b.ln(&format!("{c}.ln1"), &format!("{p}.layer_norm1"), w)?,
+                    qkv: b.qkv_hf(&format!("{c}.qkv"), &format!("{p}.self_attn"), w)?,
+                    out: b.linear(&format!("{c}.out"), &format!("{p}.self_attn.out_proj.weight"), Some(&format!("{p}.self_attn.out_proj.bias")), w, w)?,
+                    ln2: b.ln(&format!("{c}.ln2"), &format!("{p}.layer_norm2"), w)?,
+                    fc1: b.linear(&format!("{c}.fc1"), &format!("{p}.mlp.fc1.weight"), Some(&format!("{p}.mlp.fc1.bias")), m, w)?,
+                    fc2: b.linear(&format!("{c}.fc2"), &format!("{p}.mlp.fc2.weight"), Some(&format!("{p}.mlp.fc2.bias")), w, m)?,
+                })
+            })
+            .collect()
+    };
+    let v = &cfg.vision;
+    let vw = v.tower.width;
+    let patch = {
+        let data = src.read(
+            "vision_model.embeddings.patch_embedding.weight",
+            &[vw, 3, v.patch_size, v.patch_size],
+        )?;
+        let id = b.params.push("vision.patch.weight", vec![vw, v.patch_dim()], data);
+        LinearW { weight: id, bias: None, n_in: v.patch_dim(), n_out: vw }
+    };
+    let class = b.tensor("vision.class".into(), "vision_model.embeddings.class_embedding", &[vw])?;
+    let pos = b.tensor("vision.pos".into(), "vision_model.embeddings.position_embedding.weight", &[v.tokens(), vw])?;
+    let ln_pre = b.ln("vision.ln_pre", "vision_model.pre_layrnorm", vw)?;
+    let vblocks = blocks(&mut b, "vision_model", "vision", &v.tower)?;
+    let ln_post = b.ln("vision.ln_post", "vision_model.post_layernorm", vw)?;
+    let vproj = b.linear("vision.proj", "visual_projection.weight", None, cfg.embed_dim, vw)?;
+
+    let t = &cfg.text;
+    let tw = t.tower.width;
+    let token = b.tensor("text.token".into(), "text_model.embeddings.token_embedding.weight", &[t.vocab_size, tw])?;
+    let tpos = b.tensor("text.pos".into(), "text_model.embeddings.position_embedding.weight", &[t.context_length, tw])?;
+    let tblocks = blocks(&mut b, "text_model", "text", &t.tower)?;
+    let ln_final = b.ln("text.ln_final", "text_model.final_layer_norm", tw)?;
+    let tproj = b.linear("text.proj", "text_projection.weight", None, cfg.embed_dim, tw)?;
+    let logit_scale = src.read("logit_scale", &[])?[0];
+    Ok(Weights {
+        params: b.params,
+        vision: VisionW { patch, class, pos, ln_pre, blocks: vblocks, ln_post, proj: vproj },
+        text: TextW { token, pos: tpos, blocks: tblocks, ln_final, proj: tproj },
+        logit_scale,
+    })
+}
+
+fn build_openai(src: &Source, cfg: &ClipConfig) -> Result<Weights, LoadError> {
+    let mut b = Builder { src, params: Params::default() };
+    let blocks = |b: &mut Builder, tower: &str, canon: &str, t: &TowerConfig| -> Result<Vec<BlockW>, LoadError> {
+        (0..t.layers)
+            .map(|i| {
+                let p = format!("{tower}transformer.resblocks.{i}");
+                let c = format!("{canon}.blocks.{i}");
+                let (w, m) = (t.width, t.mlp);
+                Ok(BlockW {
+                    ln1: b.ln(&format!("{c}.ln1"), &format!("{p}.ln_1"), w)?,
+                    qkv: b.linear(&format!("{c}.qkv"), &format!("{p}.attn.in_proj_weight"), Some(&format!("{p}.attn.in_proj_bias")), 3 * w, w)?,
+                    out: b.linear(&format!("{c}.out"), &format!("{p}.attn.out_proj.weight"), Some(&format!("{p}.attn.out_proj.bias")), w, w)?,
+                    ln2: b.ln(&format!("{c}.ln2"), &format!("{p}.ln_2"), w)?,
+                    fc1: b.linear(&format!("{c}.fc1"), &format!("{p}.mlp.c_fc.weight"), Some(&format!("{p}.mlp.c_fc.bias")), m, w)?,
+                    fc2: b.linear(&format!("{c}.fc2"), &format!("{p}.mlp.c_proj.weight"), Some(&format!("{p}.mlp.c_proj.bias")), w, m)?,
+                })
+            })
+            .collect()
+    };
+    let v = &cfg.vision;
+    let vw = v.tower.width;
+    let patch = {
+        let data = src.read("visual.conv1.weight", &[vw, 3, v.patch_size, v.patch_size])?;
+        let id = b.params.push("vision.patch.weight", vec![vw, v.patch_dim()], data);
+        LinearW { weight: id, bias: None, n_in: v.patch_dim(), n_out: vw }
+    };
+    let class = b.tensor("vision.class".into(), "visual.class_embedding", &[vw])?;
+    let pos = b.tensor("vision.pos".into(), "visual.positional_embedding", &[v.tokens(), vw])?;
+    let ln_pre = b.ln("vision.ln_pre", "visual.ln_pre", vw)?;
+    let vblocks = blocks(&mut b, "visual.", "vision", &v.tower)?;
+    let ln_post = b.ln("vision.ln_post", "visual.ln_post", vw)?;
+    let vproj = b.linear_t("vision.proj", "visual.proj", cfg.embed_dim, vw)?;
+
+    let t = &cfg.text;
+    let tw = t.tower.width;
+    let token = b.tensor("text.token".into(), "token_embedding.weight", &[t.vocab_size, tw])?;
+    let tpos = b.tensor("text.pos".into(), "positional_embedding", &[t.context_length, tw])?;
+    let tblocks = blocks(&mut b, "", "text", &t.tower)?;
+    let ln_final = b.ln("text.ln_final", "ln_final", tw)?;
+    let tproj = b.linear_t("text.proj", "text_projection", cfg.embed_dim, tw)?;
+    let logit_scale = src.read("logit_scale", &[])?[0];
+    Ok(Weights {
+        params: b.params,
+        vision: VisionW { patch, class, pos, ln_pre, blocks: vblocks, ln_post, proj: vproj },
+        text: TextW { token, pos: tpos, blocks: tblocks, ln_final, proj: tproj },
+        logit_scale,
+    })
+}

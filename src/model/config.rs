@@ -1,0 +1,216 @@
+//! Architecture hyper-parameters of a CLIP checkpoint.
+//!
+//! Read from an HF `config.json` where there is one, else inferred from the tensor
+//! shapes; either way every tensor is then checked against it.
+
+use serde::Deserialize;
+
+/// The MLP's activation. OpenAI's CLIP uses QuickGELU (`x·σ(1.702x)`), LAION's open_clip
+/// checkpoints the exact (erf) GELU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub enum Activation {
+    #[default]
+    QuickGelu,
+    Gelu,
+}
+
+impl Activation {
+    /// Parses HF's `hidden_act` names (and the CLI's).
+    pub fn parse(name: &str) -> Option<Activation> {
+        match name.to_ascii_lowercase().replace('-', "_").as_str() {
+            "quick_gelu" | "quickgelu" => Some(Activation::QuickGelu),
+            "gelu" | "gelu_exact" => Some(Activation::Gelu),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::QuickGelu => "quick_gelu",
+            Activation::Gelu => "gelu",
+        }
+    }
+}
+
+/// One transformer stack.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TowerConfig {
+    pub width: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub mlp: usize,
+    pub activation: Activation,
+    pub layer_norm_eps: f32,
+}
+
+impl TowerConfig {
+    pub fn head_dim(&self) -> usize {
+        self.width / self.heads
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct VisionConfig {
+    pub tower: TowerConfig,
+    pub image_size: usize,
+    pub patch_size: usize,
+}
+
+impl VisionConfig {
+    /// Patches per side.
+    pub fn grid(&self) -> usize {
+        self.image_size / self.patch_size
+    }
+    /// Tokens per image: the patches and the class token.
+    pub fn tokens(&self) -> usize {
+        self.grid() * self.grid() + 1
+    }
+    /// Length of one flattened patch: 3·P·P.
+    pub fn patch_dim(&self) -> usize {
+        3 * self.patch_size * self.patch_size
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TextConfig {
+    pub tower: TowerConfig,
+    pub vocab_size: usize,
+    pub context_length: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ClipConfig {
+    pub vision: VisionConfig,
+    pub text: TextConfig,
+    pub embed_dim: usize,
+}
+
+impl ClipConfig {
+    /// `openai/clip-vit-base-patch32`.
+    pub fn vit_b_32() -> ClipConfig {
+        ClipConfig {
+            vision: VisionConfig {
+                tower: TowerConfig {
+                    width: 768,
+                    layers: 12,
+                    heads: 12,
+                    mlp: 3072,
+                    activation: Activation::QuickGelu,
+                    layer_norm_eps: 1e-5,
+                },
+                image_size: 224,
+                patch_size: 32,
+            },
+            text: TextConfig {
+                tower: TowerConfig {
+                    width: 512,
+                    layers: 12,
+                    heads: 8,
+                    mlp: 2048,
+                    activation: Activation::QuickGelu,
+                    layer_norm_eps: 1e-5,
+                },
+                vocab_size: 49408,
+                context_length: 77,
+            },
+            embed_dim: 512,
+        }
+    }
+
+    /// Checks the relations the engine relies on.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, t) in [("vision", &self.vision.tower), ("text", &self.text.tower)] {
+            if t.width == 0 || t.heads == 0 || t.layers == 0 || t.mlp == 0 {
+                return Err(format!("{name} tower: width, heads, layers and MLP size must be > 0"));
+            }
+            if t.width % t.heads != 0 {
+                return Err(format!(
+                    "{name} tower: width {} is not a multiple of the {} heads",
+                    t.width, t.heads
+                ));
+            }
+            if !(t.layer_norm_eps > 0.0 && t.layer_norm_eps < 1.0) {
+                return Err(format!("{name} tower: layer_norm_eps {} out of range", t.layer_norm_eps));
+            }
+        }
+        let v = &self.vision;
+        if v.patch_size == 0 || v.image_size % v.patch_size != 0 {
+            return Err(format!(
+                "vision: image size {} is not a multiple of the patch size {}",
+                v.image_size, v.patch_size
+            ));
+        }
+        if self.text.context_length < 2 {
+            return Err("text: context length must be at least 2".into());
+        }
+        if self.embed_dim == 0 {
+            return Err("projection dimension must be > 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// The parts of an HF `CLIPConfig` JSON the engine reads; absent fields take
+/// transformers' defaults (which are those of `openai/clip-vit-base-patch32`).
+#[derive(Debug, Deserialize, Default)]
+pub(crate) struct HfConfig {
+    #[serde(default)]
+    pub text_config: HfTowerConfig,
+    #[serde(default)]
+    pub vision_config: HfTowerConfig,
+    pub projection_dim: Option<usize>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub(crate) struct HfTowerConfig {
+    pub hidden_size: Option<usize>,
+    pub intermediate_size: Option<usize>,
+    pub num_hidden_layers: Option<usize>,
+    pub num_attention_heads: Option<usize>,
+    pub hidden_act: Option<String>,
+    pub layer_norm_eps: Option<f64>,
+    pub image_size: Option<usize>,
+    pub patch_size: Option<usize>,
+    pub vocab_size: Option<usize>,
+    pub max_position_embeddings: Option<usize>,
+}
+
+impl HfConfig {
+    pub fn to_config(&self) -> Result<ClipConfig, String> {
+        let d = ClipConfig::vit_b_32();
+        let tower = |c: &HfTowerConfig, d: &TowerConfig, name: &str| -> Result<TowerConfig, String> {
+            let activation = match &c.hidden_act {
+                None => d.activation,
+                Some(a) => Activation::parse(a).ok_or_else(|| {
+                    format!("{name}_config.hidden_act = {a:?} is not supported (quick_gelu or gelu)")
+                })?,
+            };
+            Ok(TowerConfig {
+                width: c.hidden_size.unwrap_or(d.width),
+                layers: c.num_hidden_layers.unwrap_or(d.layers),
+                heads: c.num_attention_heads.unwrap_or(d.heads),
+                mlp: c.intermediate_size.unwrap_or(d.mlp),
+                activation,
+                layer_norm_eps: c.layer_norm_eps.map(|e| e as f32).unwrap_or(d.layer_norm_eps),
+            })
+        };
+        let cfg = ClipConfig {
+            vision: VisionConfig {
+                tower: tower(&self.vision_config, &d.vision.tower, "vision")?,
+                image_size: self.vision_config.image_size.unwrap_or(d.vision.image_size),
+                patch_size: self.vision_config.patch_size.unwrap_or(d.vision.patch_size),
+            },
+            text: TextConfig {
+                tower: tower(&self.text_config, &d.text.tower, "text")?,
+                vocab_size: self.text_config.vocab_size.unwrap_or(d.text.vocab_size),
+                context_length: self
+                    .text_config
+                    .max_position_embeddings
+                    .unwrap_or(d.text.context_length),
+            },
+            embed_dim: self.projection_dim.unwrap_or(d.embed_dim),
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}

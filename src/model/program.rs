@@ -1,0 +1,195 @@
+//! The model, described once: the sequence of operations each tower performs. The CPU
+//! backend interprets it directly and the GPU backend records one dispatch per op (or
+//! fuses neighbours); neither restates the wiring.
+//!
+//! Activations are row-major `[rows, width]` matrices. A batch is *ragged*: sequence `s`
+//! owns rows `offsets[s]..offsets[s]+lens[s]` of every per-token activation. Images all
+//! have `grid²+1` tokens; a text has exactly `eot+1` tokens (attention is causal and the
+//! embedding is read at the EOT position, so the positions after it never matter). Row-wise
+//! ops (layernorm, linear layers) therefore run on all tokens of the batch at once, and
+//! only attention looks at sequence boundaries.
+
+use super::config::{Activation, ClipConfig};
+use super::weights::{LayerNormW, LinearW, ParamId, Weights};
+
+/// The towers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum Tower {
+    Vision,
+    Text,
+}
+
+/// Activation buffers a program uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Act {
+    /// The residual stream, `[tokens, width]`.
+    X,
+    /// A layernormed copy of the stream, `[tokens, width]`.
+    H,
+    /// Fused q|k|v, `[tokens, 3·width]`.
+    Qkv,
+    /// Attention output (heads concatenated), `[tokens, width]`.
+    Attn,
+    /// MLP hidden, `[tokens, mlp]`.
+    Mlp,
+    /// One row per sequence, `[seqs, width]`.
+    Pooled,
+    /// The projected embeddings, `[seqs, embed_dim]`.
+    Embed,
+}
+
+/// How many rows an activation has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rows {
+    Tokens,
+    Seqs,
+}
+
+/// Which token of each sequence is pooled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolAt {
+    /// The class token (vision).
+    First,
+    /// The EOT token (text), which the ragged layout puts last.
+    Last,
+}
+
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// Vision input: `X[s·T] = class + pos[0]`, `X[s·T+1+p] = patch_p(pixels_s)·Wᵀ + pos[1+p]`,
+    /// patches in row-major order over the grid, each flattened channel-major `[3, P, P]`.
+    PatchEmbed { patch: LinearW, class: ParamId, pos: ParamId, out: Act },
+    /// Text input: `X[row] = table[id] + pos[position in its sequence]`.
+    TokenEmbed { table: ParamId, pos: ParamId, out: Act },
+    /// Per-row layernorm (may be in place).
+    LayerNorm { x: Act, ln: LayerNormW, eps: f32, out: Act },
+    /// `out = act(x·Wᵀ + b)`, or `out += x·Wᵀ + b` when `accumulate` (the residual add).
+    Linear { x: Act, lin: LinearW, act: Option<Activation>, accumulate: bool, out: Act },
+    /// Multi-head self-attention within each sequence, from fused q|k|v rows; scale `1/√head_dim`.
+    Attention { qkv: Act, out: Act, heads: usize, head_dim: usize, causal: bool },
+    /// One row per sequence.
+    Pool { x: Act, at: PoolAt, out: Act },
+    /// Rows scaled to unit L2 norm (in place).
+    L2Normalize { x: Act },
+}
+
+/// A tower's complete program.
+#[derive(Debug, Clone)]
+pub struct Program {
+    pub tower: Tower,
+    pub ops: Vec<Op>,
+    /// Width (columns) of each activation the program uses.
+    pub widths: Vec<(Act, usize, Rows)>,
+    /// The activation holding the final embeddings.
+    pub output: Act,
+    pub embed_dim: usize,
+}
+
+impl Program {
+    pub fn width(&self, a: Act) -> usize {
+        self.widths.iter().find(|w| w.0 == a).map(|w| w.1).expect("activation not in program")
+    }
+    pub fn rows(&self, a: Act) -> Rows {
+        self.widths.iter().find(|w| w.0 == a).map(|w| w.2).expect("activation not in program")
+    }
+
+    /// The program of one tower.
+    pub fn new(tower: Tower, cfg: &ClipConfig, w: &Weights) -> Program {
+        let (t, blocks, first, ln_final, proj, at) = match tower {
+            Tower::Vision => (
+                &cfg.vision.tower,
+                &w.vision.blocks,
+                Op::PatchEmbed { patch: w.vision.patch, class: w.vision.class, pos: w.vision.pos, out: Act::X },
+                w.vision.ln_post,
+                w.vision.proj,
+                PoolAt::First,
+            ),
+            Tower::Text => (
+                &cfg.text.tower,
+                &w.text.blocks,
+                Op::TokenEmbed { table: w.text.token, pos: w.text.pos, out: Act::X },
+                w.text.ln_final,
+                w.text.proj,
+                PoolAt::Last,
+            ),
+        };
+        let eps = t.layer_norm_eps;
+        let mut ops = vec![first];
+        if tower == Tower::Vision {
+            ops.push(Op::LayerNorm { x: Act::X, ln: w.vision.ln_pre, eps, out: Act::X });
+        }
+        for b in blocks {
+            ops.push(Op::LayerNorm { x: Act::X, ln: b.ln1, eps, out: Act::H });
+            ops.push(Op::Linear { x: Act::H, lin: b.qkv, act: None, accumulate: false, out: Act::Qkv });
+            ops.push(Op::Attention {
+                qkv: Act::Qkv,
+                out: Act::Attn,
+                heads: t.heads,
+                head_dim: t.head_dim(),
+                causal: tower == Tower::Text,
+            });
+            ops.push(Op::Linear { x: Act::Attn, lin: b.out, act: None, accumulate: true, out: Act::X });
+            ops.push(Op::LayerNorm { x: Act::X, ln: b.ln2, eps, out: Act::H });
+            ops.push(Op::Linear { x: Act::H, lin: b.fc1, act: Some(t.activation), accumulate: false, out: Act::Mlp });
+            ops.push(Op::Linear { x: Act::Mlp, lin: b.fc2, act: None, accumulate: true, out: Act::X });
+        }
+        // Layernorm is per row, so pooling first and normalising one row per sequence is
+        // the same as HF's normalise-everything-then-pool, at a fraction of the work.
+        ops.push(Op::Pool { x: Act::X, at, out: Act::Pooled });
+        ops.push(Op::LayerNorm { x: Act::Pooled, ln: ln_final, eps, out: Act::Pooled });
+        ops.push(Op::Linear { x: Act::Pooled, lin: proj, act: None, accumulate: false, out: Act::Embed });
+        ops.push(Op::L2Normalize { x: Act::Embed });
+        Program {
+            tower,
+            ops,
+            widths: vec![
+                (Act::X, t.width, Rows::Tokens),
+                (Act::H, t.width, Rows::Tokens),
+                (Act::Qkv, 3 * t.width, Rows::Tokens),
+                (Act::Attn, t.width, Rows::Tokens),
+                (Act::Mlp, t.mlp, Rows::Tokens),
+                (Act::Pooled, t.width, Rows::Seqs),
+                (Act::Embed, cfg.embed_dim, Rows::Seqs),
+            ],
+            output: Act::Embed,
+            embed_dim: cfg.embed_dim,
+        }
+    }
+}
+
+/// The input of one batch.
+#[derive(Debug, Clone)]
+pub enum Input<'a> {
+    /// `n` preprocessed images, CHW f32, `3·S·S` values each, back to back.
+    Pixels { data: &'a [f32], n: usize },
+    /// Token ids per text, each `[SOT, …, EOT]` and no longer than the context.
+    Tokens(&'a [Vec<u32>]),
+}
+
+/// Sequence boundaries of a ragged batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seqs {
+    pub offsets: Vec<usize>,
+    pub lens: Vec<usize>,
+}
+
+impl Seqs {
+    pub fn uniform(n: usize, len: usize) -> Seqs {
+        Seqs { offsets: (0..n).map(|i| i * len).collect(), lens: vec![len; n] }
+    }
+    pub fn from_lens(lens: Vec<usize>) -> Seqs {
+        let mut offsets = Vec::with_capacity(lens.len());
+        let mut acc = 0;
+        for &l in &lens {
+            offsets.push(acc);
+            acc += l;
+        }
+        Seqs { offsets, lens }
+    }
+    pub fn count(&self) -> usize {
+        self.lens.len()
+    }
+    pub fn tokens(&self) -> usize {
+        self.lens.iter().sum()
+    }
+}
