@@ -3,6 +3,7 @@
 reference outputs computed by HF transformers (the oracle).
 
     python3 scripts/make_fixtures.py tiny            # tests/fixtures/tiny (committed, ~4 MB)
+    python3 scripts/make_fixtures.py tiny --check    # a fresh build equals the committed one
     python3 scripts/make_fixtures.py full DIR        # full-size ViT-B/32 in DIR (~600 MB, never committed)
     python3 scripts/make_fixtures.py full DIR --openai   # also DIR/openai/ in OpenAI naming
 
@@ -177,7 +178,7 @@ def reference(model: CLIPModel, n_synthetic: int, image_files: list, texts: list
         "image_files": [str(Path(f).relative_to(ROOT)) for f in image_files],
         "texts": texts,
         "ids": ids,
-        "logit_scale": float(model.logit_scale),
+        "logit_scale": float(model.logit_scale.detach()),
         "image_embeds": img.tolist(),
         "text_embeds": txt.tolist(),
         "logits_per_image": logits.tolist(),
@@ -195,7 +196,7 @@ def real_images() -> list:
     return files
 
 
-def tiny():
+def tiny(out: Path):
     torch.manual_seed(0)
     cfg = CLIPConfig(
         text_config=dict(hidden_size=8, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -207,13 +208,36 @@ def tiny():
     model = CLIPModel(cfg).eval()
     randomise(model, 1)
     round_for_all_dtypes(model)
-    out = ROOT / "tests" / "fixtures" / "tiny"
     save_hf(model, out / "hf")
     save_hf(model, out / "hf-bf16", torch.bfloat16)
     save_openai(model, out / "openai-f16", torch.float16)
     ref = reference(model, 3, real_images(), TEXTS)
     (out / "reference.json").write_text(json.dumps(ref))
     print("wrote", out)
+
+
+def check_tiny():
+    """Regenerates the tiny fixture in a temporary directory and compares it with the
+    committed one: same tensors, same reference outputs (within 1e-6)."""
+    import tempfile
+    from safetensors.torch import load_file
+
+    committed = ROOT / "tests" / "fixtures" / "tiny"
+    with tempfile.TemporaryDirectory() as tmp:
+        tiny(Path(tmp))
+        for sub, name in (("hf", "model.safetensors"), ("hf-bf16", "model.safetensors"),
+                          ("openai-f16", "open_clip_model.safetensors")):
+            a, b = load_file(str(committed / sub / name)), load_file(str(Path(tmp) / sub / name))
+            assert a.keys() == b.keys(), f"{sub}: tensor names differ"
+            for k in a:
+                assert torch.equal(a[k], b[k]), f"{sub}: tensor {k} differs"
+        ra = json.loads((committed / "reference.json").read_text())
+        rb = json.loads((Path(tmp) / "reference.json").read_text())
+        assert ra["ids"] == rb["ids"] and ra["texts"] == rb["texts"], "reference ids differ"
+        for k in ("image_embeds", "text_embeds", "logits_per_image"):
+            d = np.abs(np.array(ra[k]) - np.array(rb[k])).max()
+            assert d <= 1e-6, f"reference {k} differs by {d}"
+    print("tiny fixture: committed files match a fresh build")
 
 
 def full(dest: Path, openai: bool):
@@ -229,8 +253,10 @@ def full(dest: Path, openai: bool):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) >= 2 and sys.argv[1] == "tiny":
-        tiny()
+    if len(sys.argv) >= 3 and sys.argv[1] == "tiny" and sys.argv[2] == "--check":
+        check_tiny()
+    elif len(sys.argv) >= 2 and sys.argv[1] == "tiny":
+        tiny(ROOT / "tests" / "fixtures" / "tiny")
     elif len(sys.argv) >= 3 and sys.argv[1] == "full":
         full(Path(sys.argv[2]), "--openai" in sys.argv)
     else:
