@@ -1,0 +1,530 @@
+//! Image decoding into Pillow's modes.
+//!
+//! The reference pipelines start from `PIL.Image.open(path)`, whose *mode* decides what happens
+//! next (OpenAI resizes in that mode and converts to RGB afterwards). So decoding keeps the
+//! information Pillow would have: the bands (`L`, `LA`, `RGB`, `RGBA`, `I;16`, `CMYK`), whether
+//! the image was palette-based (`P`/`1`: Pillow resizes those with NEAREST whatever filter is
+//! asked) and whether an alpha channel comes from a `tRNS` colour key (Pillow keeps `L`/`RGB`
+//! plus `info["transparency"]`, not a real alpha band).
+
+use std::io::Cursor;
+
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
+
+use super::{Limits, PreprocessError};
+
+/// Pixel bands, interleaved, row-major, as Pillow would hold them after `Image.open`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pixels {
+    /// `L` (also Pillow's `1`, stored as 0/255).
+    L(Vec<u8>),
+    /// `LA`, 2 bytes per pixel.
+    La(Vec<u8>),
+    /// `RGB`, 3 bytes per pixel.
+    Rgb(Vec<u8>),
+    /// `RGBA`, 4 bytes per pixel (straight, not premultiplied).
+    Rgba(Vec<u8>),
+    /// `I;16` (16-bit grayscale PNG/TIFF).
+    I16(Vec<u16>),
+    /// `CMYK` in Pillow's convention (Adobe-inverted JPEGs already un-inverted), 4 bytes/pixel.
+    Cmyk(Vec<u8>),
+}
+
+impl Pixels {
+    /// Pillow band names of this pixel layout.
+    pub fn mode(&self) -> &'static str {
+        match self {
+            Pixels::L(_) => "L",
+            Pixels::La(_) => "LA",
+            Pixels::Rgb(_) => "RGB",
+            Pixels::Rgba(_) => "RGBA",
+            Pixels::I16(_) => "I;16",
+            Pixels::Cmyk(_) => "CMYK",
+        }
+    }
+    fn channels(&self) -> usize {
+        match self {
+            Pixels::L(_) | Pixels::I16(_) => 1,
+            Pixels::La(_) => 2,
+            Pixels::Rgb(_) => 3,
+            Pixels::Rgba(_) | Pixels::Cmyk(_) => 4,
+        }
+    }
+    fn len(&self) -> usize {
+        match self {
+            Pixels::L(v) | Pixels::La(v) | Pixels::Rgb(v) | Pixels::Rgba(v) | Pixels::Cmyk(v) => {
+                v.len()
+            }
+            Pixels::I16(v) => v.len(),
+        }
+    }
+}
+
+/// A decoded image, as Pillow would see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decoded {
+    pub width: u32,
+    pub height: u32,
+    pub pixels: Pixels,
+    /// Pillow would hold this image in mode `P` or `1` (palette PNG/GIF/BMP, 1-bit PNG):
+    /// `Image.resize` then uses NEAREST whatever filter is requested. The palette is already
+    /// expanded into `pixels`; nearest-neighbour on indices equals nearest on colours.
+    pub palette: bool,
+    /// The alpha band of `La`/`Rgba` was synthesised from a `tRNS` colour key (Pillow: mode `L`
+    /// or `RGB` with `info["transparency"]`); `Image.resize` and `convert("RGB")` ignore it.
+    pub alpha_from_key: bool,
+}
+
+impl Decoded {
+    /// Builds a `Decoded` from raw parts, checking the buffer length.
+    pub fn new(width: u32, height: u32, pixels: Pixels) -> Option<Decoded> {
+        let n = width as usize * height as usize * pixels.channels();
+        (pixels.len() == n && width > 0 && height > 0).then_some(Decoded {
+            width,
+            height,
+            pixels,
+            palette: false,
+            alpha_from_key: false,
+        })
+    }
+
+    /// From an already decoded `image::DynamicImage`, the way Pillow would hold the same data
+    /// (16-bit colour images keep the high byte, as Pillow's `RGB;16B` unpacker does; 16-bit
+    /// grayscale becomes `I;16`; float images are converted by the image crate to 8 bits).
+    pub fn from_dynamic(img: &DynamicImage) -> Decoded {
+        let (width, height) = (img.width(), img.height());
+        let hi = |v: &[u16]| v.iter().map(|&x| (x >> 8) as u8).collect::<Vec<u8>>();
+        let pixels = match img {
+            DynamicImage::ImageLuma8(b) => Pixels::L(b.as_raw().clone()),
+            DynamicImage::ImageLumaA8(b) => Pixels::La(b.as_raw().clone()),
+            DynamicImage::ImageRgb8(b) => Pixels::Rgb(b.as_raw().clone()),
+            DynamicImage::ImageRgba8(b) => Pixels::Rgba(b.as_raw().clone()),
+            DynamicImage::ImageLuma16(b) => Pixels::I16(b.as_raw().clone()),
+            DynamicImage::ImageLumaA16(b) => Pixels::La(hi(b.as_raw())),
+            DynamicImage::ImageRgb16(b) => Pixels::Rgb(hi(b.as_raw())),
+            DynamicImage::ImageRgba16(b) => Pixels::Rgba(hi(b.as_raw())),
+            other if other.color().has_alpha() => Pixels::Rgba(other.to_rgba8().into_raw()),
+            other => Pixels::Rgb(other.to_rgb8().into_raw()),
+        };
+        Decoded {
+            width,
+            height,
+            pixels,
+            palette: false,
+            alpha_from_key: false,
+        }
+    }
+
+    /// Transformers' `convert_to_rgb` (PIL path): if the image has an alpha band or a
+    /// transparency key, `convert("RGBA")` and `alpha_composite` it onto opaque white, else
+    /// `convert("RGB")`. The result is `RGB` (and no longer palette-based).
+    pub fn into_rgb_hf(self) -> Decoded {
+        let Decoded {
+            width,
+            height,
+            pixels,
+            ..
+        } = self;
+        let rgb = match pixels {
+            Pixels::Rgb(v) => v,
+            Pixels::L(v) => v.iter().flat_map(|&l| [l, l, l]).collect(),
+            Pixels::La(v) => v
+                .chunks_exact(2)
+                .flat_map(|p| {
+                    let l = composite_on_white(p[0], p[1]);
+                    [l, l, l]
+                })
+                .collect(),
+            Pixels::Rgba(v) => v
+                .chunks_exact(4)
+                .flat_map(|p| {
+                    [
+                        composite_on_white(p[0], p[3]),
+                        composite_on_white(p[1], p[3]),
+                        composite_on_white(p[2], p[3]),
+                    ]
+                })
+                .collect(),
+            Pixels::I16(v) => v
+                .iter()
+                .flat_map(|&x| {
+                    let l = x.min(255) as u8;
+                    [l, l, l]
+                })
+                .collect(),
+            Pixels::Cmyk(v) => cmyk_to_rgb(&v),
+        };
+        Decoded {
+            width,
+            height,
+            pixels: Pixels::Rgb(rgb),
+            palette: false,
+            alpha_from_key: false,
+        }
+    }
+
+    /// What OpenAI's transform resizes: the `Image.open` mode. A colour-key alpha is not a band
+    /// in Pillow, so it is dropped here (`L`/`RGB`).
+    pub fn into_openai(self) -> Decoded {
+        if !self.alpha_from_key {
+            return self;
+        }
+        let pixels = match self.pixels {
+            Pixels::La(v) => Pixels::L(v.chunks_exact(2).map(|p| p[0]).collect()),
+            Pixels::Rgba(v) => {
+                Pixels::Rgb(v.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect())
+            }
+            other => other,
+        };
+        Decoded {
+            pixels,
+            alpha_from_key: false,
+            ..self
+        }
+    }
+}
+
+/// `(a*b + 128)` then Pillow's `MULDIV255`: exact `round(a*b/255)`.
+#[inline]
+pub(crate) fn muldiv255(a: u32, b: u32) -> u32 {
+    let t = a * b + 128;
+    ((t >> 8) + t) >> 8
+}
+
+/// One colour channel of Pillow's `ImagingAlphaComposite(white opaque background, src)`
+/// (`libImaging/AlphaComposite.c`, 7 extra bits of precision), then `convert("RGB")`.
+#[inline]
+pub(crate) fn composite_on_white(c: u8, a: u8) -> u8 {
+    if a == 0 {
+        return 255;
+    }
+    const PREC: u32 = 7;
+    let (src_a, dst_a, dst_c) = (a as u32, 255u32, 255u32);
+    let blend = dst_a * (255 - src_a);
+    let outa255 = src_a * 255 + blend;
+    let coef1 = src_a * 255 * 255 * (1 << PREC) / outa255;
+    let coef2 = 255 * (1 << PREC) - coef1;
+    let tmp = c as u32 * coef1 + dst_c * coef2 + (0x80 << PREC);
+    ((((tmp >> 8) + tmp) >> 8) >> PREC) as u8
+}
+
+/// Pillow's `cmyk2rgb` (`libImaging/Convert.c`): `R = CLIP8(nk - MULDIV255(C, nk))`, `nk = 255-K`.
+pub(crate) fn cmyk_to_rgb(cmyk: &[u8]) -> Vec<u8> {
+    cmyk.chunks_exact(4)
+        .flat_map(|p| {
+            let nk = 255 - p[3] as u32;
+            let f = |c: u8| (nk - muldiv255(c as u32, nk)) as u8;
+            [f(p[0]), f(p[1]), f(p[2])]
+        })
+        .collect()
+}
+
+fn corrupt(e: impl std::fmt::Display) -> PreprocessError {
+    PreprocessError::Corrupt(e.to_string())
+}
+
+fn map_image_error(e: image::ImageError) -> PreprocessError {
+    use image::ImageError as E;
+    match e {
+        E::Unsupported(u) => PreprocessError::Unsupported(u.to_string()),
+        E::Limits(l) => PreprocessError::Corrupt(format!("decoder limit exceeded: {l}")),
+        other => corrupt(other),
+    }
+}
+
+/// What the container header says about the Pillow mode (only what the image crate's output
+/// does not tell us).
+#[derive(Debug, Default, Clone, Copy)]
+struct HeaderInfo {
+    palette: bool,
+    alpha_from_key: bool,
+}
+
+/// PNG: IHDR colour type / bit depth, and whether a `tRNS` chunk precedes the image data.
+fn png_info(b: &[u8]) -> HeaderInfo {
+    let mut info = HeaderInfo::default();
+    if b.len() < 33 || &b[12..16] != b"IHDR" {
+        return info;
+    }
+    let depth = b[24];
+    let ctype = b[25];
+    info.palette = ctype == 3 || (ctype == 0 && depth == 1);
+    let mut pos = 8usize;
+    while pos + 8 <= b.len() {
+        let len = u32::from_be_bytes([b[pos], b[pos + 1], b[pos + 2], b[pos + 3]]) as usize;
+        let kind = &b[pos + 4..pos + 8];
+        if kind == b"tRNS" {
+            info.alpha_from_key = ctype == 0 || ctype == 2;
+            break;
+        }
+        if kind == b"IDAT" || kind == b"IEND" {
+            break;
+        }
+        pos = match pos.checked_add(12).and_then(|p| p.checked_add(len)) {
+            Some(p) => p,
+            None => break,
+        };
+    }
+    info
+}
+
+/// BMP: bits per pixel ≤ 8 means a palette image (Pillow mode `P`, or `1` / `L`).
+fn bmp_info(b: &[u8]) -> HeaderInfo {
+    let mut info = HeaderInfo::default();
+    if b.len() >= 30 {
+        let header_size = u32::from_le_bytes([b[14], b[15], b[16], b[17]]);
+        let bpp = if header_size == 12 {
+            u16::from_le_bytes([b[24], b[25]])
+        } else {
+            u16::from_le_bytes([b[28], b[29]])
+        };
+        info.palette = bpp <= 8;
+    }
+    info
+}
+
+/// Does a JPEG carry an Adobe APP14 segment (Pillow then reads CMYK as inverted `CMYK;I`)?
+fn jpeg_has_adobe(b: &[u8]) -> bool {
+    let mut pos = 2usize;
+    while pos + 4 <= b.len() {
+        if b[pos] != 0xFF {
+            return false;
+        }
+        let marker = b[pos + 1];
+        if marker == 0xFF {
+            pos += 1;
+            continue;
+        }
+        if marker == 0xDA || marker == 0xD9 {
+            return false;
+        }
+        let len = u16::from_be_bytes([b[pos + 2], b[pos + 3]]) as usize;
+        if marker == 0xEE && b.len() >= pos + 9 && &b[pos + 4..pos + 9] == b"Adobe" {
+            return true;
+        }
+        pos += 2 + len;
+    }
+    false
+}
+
+/// JPEG with 4 components: decode raw CMYK with zune-jpeg and apply Pillow's Adobe inversion.
+fn decode_cmyk_jpeg(bytes: &[u8], w: u32, h: u32) -> Result<Pixels, PreprocessError> {
+    use zune_core::colorspace::ColorSpace;
+    use zune_core::options::DecoderOptions;
+    let opts = DecoderOptions::default()
+        .jpeg_set_out_colorspace(ColorSpace::CMYK)
+        .set_strict_mode(false)
+        .set_max_width(w as usize)
+        .set_max_height(h as usize);
+    let mut dec = zune_jpeg::JpegDecoder::new_with_options(Cursor::new(bytes), opts);
+    let mut v = dec.decode().map_err(|e| corrupt(format!("{e:?}")))?;
+    if v.len() != w as usize * h as usize * 4 {
+        return Err(corrupt("CMYK JPEG decoded to an unexpected size"));
+    }
+    if jpeg_has_adobe(bytes) {
+        v.iter_mut().for_each(|x| *x = 255 - *x);
+    }
+    Ok(Pixels::Cmyk(v))
+}
+
+/// Byte offset of the first start-of-scan marker of a JPEG, if the marker chain reaches one.
+fn jpeg_first_sos(b: &[u8]) -> Option<usize> {
+    let mut pos = 2usize;
+    while pos + 4 <= b.len() {
+        if b[pos] != 0xFF {
+            return None;
+        }
+        let marker = b[pos + 1];
+        if marker == 0xFF {
+            pos += 1;
+            continue;
+        }
+        if marker == 0xDA {
+            return Some(pos);
+        }
+        if marker == 0xD9 {
+            return None;
+        }
+        let len = u16::from_be_bytes([b[pos + 2], b[pos + 3]]) as usize;
+        pos += 2 + len;
+    }
+    None
+}
+
+/// Pillow (libjpeg) refuses a JPEG whose data ends before the end-of-image marker ("image file
+/// is truncated"), while zune-jpeg would pad it with grey. EOI (`FF D9`) cannot occur inside
+/// entropy-coded data (an `FF` byte there is stuffed as `FF 00`), so after the first scan it
+/// marks the end of the image.
+fn jpeg_is_truncated(b: &[u8]) -> bool {
+    match jpeg_first_sos(b) {
+        Some(sos) => !b[sos..].windows(2).any(|w| w == [0xFF, 0xD9]),
+        None => true,
+    }
+}
+
+/// Number of components in a JPEG's first SOF segment.
+fn jpeg_components(b: &[u8]) -> Option<u8> {
+    let mut pos = 2usize;
+    while pos + 4 <= b.len() {
+        if b[pos] != 0xFF {
+            return None;
+        }
+        let marker = b[pos + 1];
+        if marker == 0xFF {
+            pos += 1;
+            continue;
+        }
+        if matches!(marker, 0xC0..=0xCF) && !matches!(marker, 0xC4 | 0xC8 | 0xCC) {
+            return b.get(pos + 9).copied();
+        }
+        if marker == 0xDA || marker == 0xD9 {
+            return None;
+        }
+        let len = u16::from_be_bytes([b[pos + 2], b[pos + 3]]) as usize;
+        pos += 2 + len;
+    }
+    None
+}
+
+/// Decode bytes into the image Pillow's `Image.open(...)` would give (first frame of animations).
+pub fn decode_native(bytes: &[u8], limits: &Limits) -> Result<Decoded, PreprocessError> {
+    if bytes.is_empty() {
+        return Err(PreprocessError::Empty);
+    }
+    if bytes.len() as u64 > limits.max_file_bytes {
+        return Err(PreprocessError::FileTooLarge {
+            bytes: bytes.len() as u64,
+            limit: limits.max_file_bytes,
+        });
+    }
+    let format = image::guess_format(bytes).map_err(|_| {
+        PreprocessError::Unsupported(
+            "unrecognised file signature (expected JPEG, PNG, WebP, GIF, BMP or TIFF)".into(),
+        )
+    })?;
+    let supported = [
+        ImageFormat::Jpeg,
+        ImageFormat::Png,
+        ImageFormat::WebP,
+        ImageFormat::Gif,
+        ImageFormat::Bmp,
+        ImageFormat::Tiff,
+    ];
+    if !supported.contains(&format) {
+        return Err(PreprocessError::Unsupported(format!(
+            "{format:?} files are not supported"
+        )));
+    }
+    // Decoders should not panic, but a panic on hostile input must not take the process down.
+    std::panic::catch_unwind(|| decode_format(bytes, format, limits))
+        .unwrap_or_else(|_| Err(corrupt("the decoder panicked on this input")))
+}
+
+fn decode_format(
+    bytes: &[u8],
+    format: ImageFormat,
+    limits: &Limits,
+) -> Result<Decoded, PreprocessError> {
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+    let mut il = image::Limits::default();
+    // Budget for the largest layout we may hold (RGBA16 = 8 bytes/pixel) plus slack.
+    il.max_alloc = Some(limits.max_pixels.saturating_mul(8).saturating_add(64 << 20));
+    reader.limits(il);
+    let decoder = reader.into_decoder().map_err(map_image_error)?;
+    let (w, h) = decoder.dimensions();
+    if w == 0 || h == 0 {
+        return Err(PreprocessError::Corrupt(format!(
+            "image has a zero dimension ({w}x{h})"
+        )));
+    }
+    let px = w as u64 * h as u64;
+    if px > limits.max_pixels {
+        return Err(PreprocessError::TooManyPixels {
+            width: w,
+            height: h,
+            limit: limits.max_pixels,
+        });
+    }
+    if w > 16_000_000 || h > 16_000_000 {
+        return Err(PreprocessError::TooManyPixels {
+            width: w,
+            height: h,
+            limit: limits.max_pixels,
+        });
+    }
+
+    if format == ImageFormat::Jpeg && jpeg_is_truncated(bytes) {
+        return Err(corrupt("JPEG data ends before the end-of-image marker"));
+    }
+    if format == ImageFormat::Jpeg && jpeg_components(bytes) == Some(4) {
+        let pixels = decode_cmyk_jpeg(bytes, w, h)?;
+        return Ok(Decoded {
+            width: w,
+            height: h,
+            pixels,
+            palette: false,
+            alpha_from_key: false,
+        });
+    }
+
+    let info = match format {
+        ImageFormat::Png => png_info(bytes),
+        ImageFormat::Gif => HeaderInfo {
+            palette: true,
+            alpha_from_key: false,
+        },
+        ImageFormat::Bmp => bmp_info(bytes),
+        _ => HeaderInfo::default(),
+    };
+    let img = DynamicImage::from_decoder(decoder).map_err(map_image_error)?;
+    let mut d = Decoded::from_dynamic(&img);
+    if d.width != w || d.height != h {
+        return Err(corrupt("decoded size differs from the header"));
+    }
+    d.palette = info.palette;
+    d.alpha_from_key = info.alpha_from_key && matches!(d.pixels, Pixels::La(_) | Pixels::Rgba(_));
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn muldiv255_is_exact_rounding() {
+        for a in 0..256u32 {
+            for b in 0..256u32 {
+                let exact = ((a * b) as f64 / 255.0).round() as u32;
+                assert_eq!(muldiv255(a, b), exact, "{a} {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn composite_extremes() {
+        for c in 0..=255u8 {
+            assert_eq!(composite_on_white(c, 255), c);
+            assert_eq!(composite_on_white(c, 0), 255);
+        }
+        assert_eq!(composite_on_white(0, 128), 127);
+    }
+
+    #[test]
+    fn cmyk_basics() {
+        assert_eq!(cmyk_to_rgb(&[0, 0, 0, 0]), vec![255, 255, 255]);
+        assert_eq!(cmyk_to_rgb(&[255, 0, 0, 0]), vec![0, 255, 255]);
+        assert_eq!(cmyk_to_rgb(&[0, 0, 0, 255]), vec![0, 0, 0]);
+    }
+
+    #[test]
+    fn png_header_parsing_survives_garbage() {
+        let mut b = vec![0x89, b'P', b'N', b'G', 13, 10, 26, 10, 0, 0, 0, 13];
+        b.extend_from_slice(b"IHDR");
+        b.extend_from_slice(&[
+            0, 0, 0, 1, 0, 0, 0, 1, 8, 3, 0, 0, 0, 0xff, 0xff, 0xff, 0xff,
+        ]);
+        b.extend_from_slice(&[0xff, 0xff, 0xff, 0xf0]);
+        let i = png_info(&b);
+        assert!(i.palette && !i.alpha_from_key);
+    }
+}
