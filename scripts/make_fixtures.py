@@ -9,13 +9,14 @@ reference outputs computed by HF transformers (the oracle).
 
 Every LayerNorm weight and bias and every linear bias is randomised (and the class
 embedding, the logit scale), so that a wrong wiring cannot pass. Needs: torch,
-transformers, open_clip_torch (the OpenAI tokenizer, reference ids), Pillow, safetensors.
+transformers, ftfy and regex (OpenAI's tokenizer), Pillow, safetensors.
 
 Reference inputs:
 * synthetic pixels (model isolated from preprocessing): image b, flat CHW index i,
   value = 2·sin(0.001·i + b) + 0.1·cos(0.05·i), computed in float64, cast to float32;
 * real images through transformers' PIL-backed CLIPImageProcessor (end to end);
-* texts through OpenAI's tokenizer (open_clip), padded to 77 for transformers.
+* texts through OpenAI's tokenizer (scripts/tokenizer_oracle.py), padded to 77 with 0 for
+  transformers, which pools at the first EOT (the first position of the highest id).
 """
 import json
 import math
@@ -29,7 +30,8 @@ from PIL import Image
 from safetensors.torch import save_file
 from transformers import CLIPConfig, CLIPModel
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
-import open_clip
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tokenizer_oracle import OpenAITokenizer  # OpenAI's own tokenizer, verbatim
 
 ROOT = Path(__file__).resolve().parent.parent
 ORACLE = ROOT.parent / "shared" / "oracle"
@@ -157,11 +159,10 @@ def save_openai(model: CLIPModel, out: Path, dtype=None):
 def reference(model: CLIPModel, n_synthetic: int, image_files: list, texts: list) -> dict:
     cfg = model.config
     size = cfg.vision_config.image_size
-    tokens = open_clip.tokenize(texts, context_length=cfg.text_config.max_position_embeddings)
-    ids = []
-    for row in tokens.tolist():
-        eot = row.index(49407)
-        ids.append(row[: eot + 1])
+    tok = OpenAITokenizer()
+    ids = [tok.tokenize(t) for t in texts]
+    ctx = cfg.text_config.max_position_embeddings
+    tokens = torch.tensor([row + [0] * (ctx - len(row)) for row in ids])
     proc = CLIPImageProcessorPil()
     real = [proc(images=Image.open(f), return_tensors="np")["pixel_values"][0] for f in image_files]
     pixels = np.concatenate([synthetic_pixels(n_synthetic, size), np.stack(real).astype(np.float32)])

@@ -1,4 +1,17 @@
 //! clip-wgpu: CLIP ViT-B/32 image and text embeddings and CLIP scores.
+//!
+//! Data flows one way: bytes → [`preprocess`] (decode, PIL-exact resize and crop,
+//! normalise) → pixels; text → [`text`] (OpenAI-exact tokenizer) → ids; both → an
+//! encoder ([`cpu`], or the GPU) executing the one model description in [`model`] →
+//! L2-normalised embeddings → scores ([`cosine`], [`clip_score`], [`softmax`]).
+//! [`Clip`] puts it together.
+
+pub mod clip;
 pub mod cpu;
+pub mod error;
 pub mod model;
 pub mod preprocess;
+pub mod text;
+
+pub use clip::{clip_score, clip_score_mean, cosine, softmax, Clip, ClipOptions, Device};
+pub use error::{Error, Result};

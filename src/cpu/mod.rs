@@ -10,10 +10,7 @@ use crate::model::{Act, ClipConfig, Input, Op, Params, Program, Rows, Seqs};
 
 /// Runs `program` on one batch and returns the L2-normalised embeddings, `[n, embed_dim]`.
 pub fn run(program: &Program, cfg: &ClipConfig, params: &Params, input: &Input) -> Vec<f32> {
-    let seqs = match input {
-        Input::Pixels { n, .. } => Seqs::uniform(*n, cfg.vision.tokens()),
-        Input::Tokens(ids) => Seqs::from_lens(ids.iter().map(|t| t.len()).collect()),
-    };
+    let seqs = Seqs::of(input, cfg);
     if seqs.count() == 0 {
         return Vec::new();
     }
@@ -73,7 +70,7 @@ fn exec(
             let (table, pos) = (params.data(table), params.data(pos));
             let x = acts.get_mut(&out).unwrap();
             for (s, ids) in texts.iter().enumerate() {
-                for (j, &id) in ids.iter().enumerate() {
+                for (j, &id) in ids.iter().take(seqs.lens[s]).enumerate() {
                     let dst = (seqs.offsets[s] + j) * d;
                     let (t, p) = (&table[id as usize * d..][..d], &pos[j * d..][..d]);
                     for i in 0..d {

@@ -166,6 +166,20 @@ pub enum Input<'a> {
     Tokens(&'a [Vec<u32>]),
 }
 
+/// How many positions of a text are computed: up to and including the first occurrence of
+/// its highest id, which is where CLIP pools (OpenAI's `text.argmax(-1)`, transformers'
+/// first EOT). That is the EOT a tokenizer appends, or an earlier one when the text itself
+/// held `<|endoftext|>`. Causal attention makes the later positions irrelevant.
+pub fn text_len(ids: &[u32]) -> usize {
+    let mut best = 0;
+    for (i, &id) in ids.iter().enumerate() {
+        if id > ids[best] {
+            best = i;
+        }
+    }
+    (best + 1).min(ids.len())
+}
+
 /// Sequence boundaries of a ragged batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seqs {
@@ -174,6 +188,15 @@ pub struct Seqs {
 }
 
 impl Seqs {
+    /// The sequences of a batch: `grid²+1` tokens per image; for a text, the positions up
+    /// to and including its pooling position (see [`text_len`]).
+    pub fn of(input: &Input, cfg: &super::config::ClipConfig) -> Seqs {
+        match input {
+            Input::Pixels { n, .. } => Seqs::uniform(*n, cfg.vision.tokens()),
+            Input::Tokens(ids) => Seqs::from_lens(ids.iter().map(|t| text_len(t)).collect()),
+        }
+    }
+
     pub fn uniform(n: usize, len: usize) -> Seqs {
         Seqs { offsets: (0..n).map(|i| i * len).collect(), lens: vec![len; n] }
     }
@@ -191,5 +214,19 @@ impl Seqs {
     }
     pub fn tokens(&self) -> usize {
         self.lens.iter().sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::text_len;
+
+    #[test]
+    fn text_len_stops_at_first_highest_id() {
+        assert_eq!(text_len(&[49406, 320, 1929, 49407]), 4);
+        assert_eq!(text_len(&[49406, 49407, 2912, 49407]), 2);
+        assert_eq!(text_len(&[49406, 49407, 0, 0]), 2);
+        assert_eq!(text_len(&[5]), 1);
+        assert_eq!(text_len(&[]), 0);
     }
 }
