@@ -33,7 +33,9 @@ fn matmul(c: &mut Criterion) {
 fn attention_and_layernorm(c: &mut Criterion) {
     let mut g = c.benchmark_group("ops");
     g.sample_size(10);
-    for &(name, seqs, len, heads, causal) in &[("attention_vision_b8", 8, 50, 12, false), ("attention_text_b8", 8, 77, 8, true)] {
+    for &(name, seqs, len, heads, causal) in
+        &[("attention_vision_b8", 8, 50, 12, false), ("attention_text_b8", 8, 77, 8, true)]
+    {
         let width = heads * 64;
         let s = Seqs::uniform(seqs, len);
         let qkv = data(seqs * len * 3 * width);

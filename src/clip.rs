@@ -92,7 +92,7 @@ impl Clip {
         };
         let vision = Program::new(Tower::Vision, &ck.config, &ck.weights);
         let text = Program::new(Tower::Text, &ck.config, &ck.weights);
-        Ok(Clip { ck, vision, text, tokenizer, opts: opts.clone(), device_used, })
+        Ok(Clip { ck, vision, text, tokenizer, opts: opts.clone(), device_used })
     }
 
     pub fn config(&self) -> &model::ClipConfig {
@@ -188,10 +188,8 @@ impl Clip {
 
     /// Encodes already decoded images.
     pub fn encode_images(&self, images: &[image::DynamicImage]) -> Vec<f32> {
-        let px: Vec<f32> = images
-            .par_iter()
-            .flat_map_iter(|im| preprocess::preprocess_image(im, self.opts.variant))
-            .collect();
+        let px: Vec<f32> =
+            images.par_iter().flat_map_iter(|im| preprocess::preprocess_image(im, self.opts.variant)).collect();
         self.encode_pixels(&px, images.len())
     }
 
@@ -201,10 +199,7 @@ impl Clip {
         let emb = self.encode_pixels(&px, ok.len());
         let e = self.embed_dim();
         let mut rows = emb.chunks(e);
-        prepared
-            .into_iter()
-            .map(|r| r.map(|_| rows.next().expect("one embedding per image").to_vec()))
-            .collect()
+        prepared.into_iter().map(|r| r.map(|_| rows.next().expect("one embedding per image").to_vec())).collect()
     }
 
     fn run(&self, tower: Tower, input: &Input) -> Vec<f32> {

@@ -14,7 +14,11 @@ use clip_wgpu::preprocess::Variant;
 use clip_wgpu::{clip_score, clip_score_mean, cosine, Clip, ClipOptions, Device};
 
 #[derive(Parser)]
-#[command(name = "clip-wgpu", version, about = "CLIP ViT-B/32 image and text embeddings and CLIP scores, on the GPU (wgpu) or the CPU")]
+#[command(
+    name = "clip-wgpu",
+    version,
+    about = "CLIP ViT-B/32 image and text embeddings and CLIP scores, on the GPU (wgpu) or the CPU"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -285,7 +289,13 @@ fn score(a: ScoreArgs) -> Result<ExitCode, clip_wgpu::Error> {
             }
             let scores = rows
                 .iter()
-                .map(|(image, text, score, cosine, logit)| Score { image, text, score: *score, cosine: *cosine, logit: *logit })
+                .map(|(image, text, score, cosine, logit)| Score {
+                    image,
+                    text,
+                    score: *score,
+                    cosine: *cosine,
+                    logit: *logit,
+                })
                 .collect();
             write_json(&Out { scores, errors, clipscore_torchmetrics: a.mean.then_some(mean) })?;
         }

@@ -26,10 +26,8 @@ fn rewrite(dir: &Path, edit: impl Fn(&str, Dtype, Vec<usize>, Vec<u8>) -> Option
             owned.push((name, x));
         }
     }
-    let views: Vec<(String, TensorView)> = owned
-        .iter()
-        .map(|(n, (d, s, b))| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
-        .collect();
+    let views: Vec<(String, TensorView)> =
+        owned.iter().map(|(n, (d, s, b))| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap())).collect();
     safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
     std::fs::copy(tiny_dir().join("hf/config.json"), dir.join("config.json")).unwrap();
 }
@@ -54,13 +52,7 @@ fn missing_tensor_is_named() {
 #[test]
 fn wrong_shape_says_expected_and_found() {
     let d = tmp("shape");
-    rewrite(&d, |n, dt, s, b| {
-        if n == FC1 {
-            Some((dt, vec![s[1], s[0]], b))
-        } else {
-            Some((dt, s, b))
-        }
-    });
+    rewrite(&d, |n, dt, s, b| if n == FC1 { Some((dt, vec![s[1], s[0]], b)) } else { Some((dt, s, b)) });
     let e = err(&d);
     assert!(e.contains(FC1) && e.contains("expected shape [64, 32]") && e.contains("found [32, 64]"), "{e}");
 }
@@ -119,7 +111,8 @@ fn malformed_files_and_configs() {
     let e = err(&c);
     assert!(e.contains("hidden_act") && e.contains("relu"), "{e}");
     // a config that disagrees with the tensors: the first mismatching tensor is named
-    std::fs::write(c.join("config.json"), "{\"vision_config\": {\"hidden_size\": 48, \"num_attention_heads\": 2}}").unwrap();
+    std::fs::write(c.join("config.json"), "{\"vision_config\": {\"hidden_size\": 48, \"num_attention_heads\": 2}}")
+        .unwrap();
     let e = err(&c);
     assert!(e.contains("expected shape") && e.contains("vision_model"), "{e}");
 

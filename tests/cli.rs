@@ -32,8 +32,21 @@ fn embed_json_contract() {
     std::fs::write(&bad, b"\x89PNG\r\n\x1a\nbroken").unwrap();
     let bad = bad.display().to_string();
     let out = run(&[
-        "embed", "--model", &model(), "--device", "cpu", "--image", &img("CLIP.png"), "--image", &bad,
-        "--text", &r.texts[0], "--text", &r.texts[1], "--format", "json",
+        "embed",
+        "--model",
+        &model(),
+        "--device",
+        "cpu",
+        "--image",
+        &img("CLIP.png"),
+        "--image",
+        &bad,
+        "--text",
+        &r.texts[0],
+        "--text",
+        &r.texts[1],
+        "--format",
+        "json",
     ]);
     assert_eq!(out.status.code(), Some(2), "some input failed → exit 2");
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -63,7 +76,20 @@ fn embed_json_contract() {
 #[test]
 fn score_json_and_table() {
     let r = load(&tiny_dir().join("reference.json"));
-    let out = run(&["score", "--model", &model(), "--image", &img("CLIP.png"), "--text", &r.texts[0], "--text", &r.texts[2], "--format", "json", "--mean"]);
+    let out = run(&[
+        "score",
+        "--model",
+        &model(),
+        "--image",
+        &img("CLIP.png"),
+        "--text",
+        &r.texts[0],
+        "--text",
+        &r.texts[2],
+        "--format",
+        "json",
+        "--mean",
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let scores = v["scores"].as_array().unwrap();

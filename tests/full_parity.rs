@@ -20,7 +20,10 @@ fn fixture() -> Option<std::path::PathBuf> {
     if std::env::var("CLIP_WGPU_REQUIRE_FULL").is_ok_and(|v| v == "1") {
         panic!("CLIP_WGPU_REQUIRE_FULL=1 but {} is missing: run scripts/make_fixtures.py full", dir.display());
     }
-    eprintln!("SKIPPED: no full-size fixture at {} (python3 scripts/make_fixtures.py full tests/fixtures/full --openai)", dir.display());
+    eprintln!(
+        "SKIPPED: no full-size fixture at {} (python3 scripts/make_fixtures.py full tests/fixtures/full --openai)",
+        dir.display()
+    );
     None
 }
 

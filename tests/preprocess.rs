@@ -22,9 +22,7 @@ fn manifest() -> serde_json::Value {
 }
 
 fn load_rgb(path: &Path) -> image::RgbImage {
-    image::open(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .to_rgb8()
+    image::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).to_rgb8()
 }
 
 /// (max abs diff, fraction of differing values) between two RGB images.
@@ -94,11 +92,7 @@ fn lossless_inputs_match_pillow_exactly() {
             checked += 1;
         }
     }
-    assert!(
-        failures.is_empty(),
-        "not bit-exact:\n{}",
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "not bit-exact:\n{}", failures.join("\n"));
     assert!(checked >= 60, "only {checked} checks");
 }
 
@@ -119,20 +113,13 @@ fn lossy_inputs_within_measured_bounds() {
             let (max, frac) = diff(&ours, &want);
             let t_ours = preprocess::normalize(&ours);
             let t_want = preprocess::normalize(&want);
-            let tmax = t_ours
-                .iter()
-                .zip(&t_want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
+            let tmax = t_ours.iter().zip(&t_want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
             report.push(format!(
                 "{file:32} {variant:?}: u8 max {max}, {:.1}% differ, tensor max {tmax:.4}",
                 frac * 100.0
             ));
             if max > lossy_bound(file) {
-                failures.push(format!(
-                    "{file} {variant:?}: max diff {max} > {}",
-                    lossy_bound(file)
-                ));
+                failures.push(format!("{file} {variant:?}: max diff {max} > {}", lossy_bound(file)));
             }
         }
     }
@@ -164,13 +151,8 @@ fn normalize_matches_reference_floats() {
         let want = Npy::read(&p).unwrap();
         assert_eq!(want.shape, vec![3, 224, 224]);
         let bytes = std::fs::read(fixtures().join(file)).unwrap();
-        let ours =
-            preprocess::preprocess_bytes(&bytes, Variant::OpenAi, &Limits::default()).unwrap();
-        let max = ours
-            .iter()
-            .zip(&want.to_f32())
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let ours = preprocess::preprocess_bytes(&bytes, Variant::OpenAi, &Limits::default()).unwrap();
+        let max = ours.iter().zip(&want.to_f32()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
         assert!(max <= 1e-6, "{file}: tensor max diff {max}");
     }
 }
@@ -181,21 +163,11 @@ fn clip_png_tensor_exact() {
     // resize, drop alpha, round-half-even crop) differ most.
     let bytes = std::fs::read(fixtures().join("CLIP.png")).unwrap();
     let m = manifest();
-    let e = m["images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["file"] == "CLIP.png")
-        .unwrap()
-        .clone();
+    let e = m["images"].as_array().unwrap().iter().find(|e| e["file"] == "CLIP.png").unwrap().clone();
     for variant in [Variant::Hf, Variant::OpenAi] {
         let ours = preprocess::preprocess_bytes(&bytes, variant, &Limits::default()).unwrap();
         let want = preprocess::normalize(&reference_crop("CLIP.png", variant, &e));
-        let max = ours
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let max = ours.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
         assert!(max <= 1e-6, "{variant:?}: tensor max diff {max}");
     }
 }
@@ -203,8 +175,7 @@ fn clip_png_tensor_exact() {
 #[test]
 fn franz_kafka_against_oracle() {
     let bytes = std::fs::read(fixtures().join("franz-kafka.jpg")).unwrap();
-    let shared = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/oracle/expected_preprocessed_image.npy");
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/oracle/expected_preprocessed_image.npy");
     let want: Vec<f32> = if shared.exists() {
         Npy::read(&shared).unwrap().to_f32()
     } else {
@@ -213,23 +184,11 @@ fn franz_kafka_against_oracle() {
     assert_eq!(want.len(), 3 * 224 * 224);
     for variant in [Variant::Hf, Variant::OpenAi] {
         let ours = preprocess::preprocess_bytes(&bytes, variant, &Limits::default()).unwrap();
-        let max = ours
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
-        let mean = ours
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs() as f64)
-            .sum::<f64>()
-            / ours.len() as f64;
+        let max = ours.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let mean = ours.iter().zip(&want).map(|(a, b)| (a - b).abs() as f64).sum::<f64>() / ours.len() as f64;
         eprintln!("franz-kafka {variant:?}: tensor max diff {max:.5}, mean {mean:.6}");
         // JPEG_MAX_DIFF u8 steps / 255 / min(std)
-        assert!(
-            max <= JPEG_MAX_DIFF as f32 / 255.0 / 0.26 + 1e-5,
-            "tensor max diff {max}"
-        );
+        assert!(max <= JPEG_MAX_DIFF as f32 / 255.0 / 0.26 + 1e-5, "tensor max diff {max}");
     }
 }
 
@@ -262,10 +221,7 @@ fn corrupt_inputs_are_errors_not_panics() {
     let bomb = std::fs::read(fixtures().join("corrupt_bomb_100000x100000.png")).unwrap();
     let err = preprocess::preprocess_bytes(&bomb, Variant::Hf, &lim).unwrap_err();
     assert!(err.to_string().contains("100000x100000"), "{err}");
-    let small = Limits {
-        max_file_bytes: 10,
-        ..Limits::default()
-    };
+    let small = Limits { max_file_bytes: 10, ..Limits::default() };
     assert!(preprocess::preprocess_bytes(&bomb, Variant::Hf, &small).is_err());
 }
 

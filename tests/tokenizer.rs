@@ -4,22 +4,13 @@ use clip_wgpu::text::{ClipTokenizer, CONTEXT_LENGTH, EOT, SOT};
 use std::path::PathBuf;
 
 fn fixture(name: &str) -> Vec<serde_json::Value> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
     let s = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    s.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    s.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
 }
 
 fn check(file: &str, key: &str) -> (usize, usize) {
@@ -34,13 +25,7 @@ fn check(file: &str, key: &str) -> (usize, usize) {
             bad.push(format!("  {text:?}\n    want {want:?}\n    got  {got:?}"));
         }
     }
-    assert!(
-        bad.is_empty(),
-        "{file}: {} of {} differ from OpenAI's ids:\n{}",
-        bad.len(),
-        rows.len(),
-        bad.join("\n")
-    );
+    assert!(bad.is_empty(), "{file}: {} of {} differ from OpenAI's ids:\n{}", bad.len(), rows.len(), bad.join("\n"));
     (rows.len(), bad.len())
 }
 
@@ -92,10 +77,7 @@ fn truncation_keeps_eot_last() {
 fn from_file_and_errors() {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("weights/tokenizer.json");
     let t = ClipTokenizer::from_file(&p).unwrap();
-    assert_eq!(
-        t.encode("a diagram"),
-        ClipTokenizer::bundled().encode("a diagram")
-    );
+    assert_eq!(t.encode("a diagram"), ClipTokenizer::bundled().encode("a diagram"));
     let e = ClipTokenizer::from_file(&p.with_file_name("does-not-exist.json")).unwrap_err();
     assert!(e.to_string().contains("does-not-exist.json"), "{e}");
     let e = ClipTokenizer::from_bytes(b"[1, 2").unwrap_err();

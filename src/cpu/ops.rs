@@ -99,9 +99,9 @@ pub fn attention(qkv: &[f32], out: &mut [f32], seqs: &Seqs, heads: usize, hd: us
                 let q = row(i, 0);
                 let end = if causal { i + 1 } else { len };
                 let mut max = f32::NEG_INFINITY;
-                for j in 0..end {
-                    p[j] = dot(q, row(j, 1)) * scale;
-                    max = max.max(p[j]);
+                for (j, pj) in p.iter_mut().enumerate().take(end) {
+                    *pj = dot(q, row(j, 1)) * scale;
+                    max = max.max(*pj);
                 }
                 let mut sum = 0f32;
                 for pj in p.iter_mut().take(end) {
@@ -113,8 +113,8 @@ pub fn attention(qkv: &[f32], out: &mut [f32], seqs: &Seqs, heads: usize, hd: us
                 for (j, &pj) in p.iter().enumerate().take(end) {
                     let v = row(j, 2);
                     let wgt = pj * inv;
-                    for d in 0..hd {
-                        oi[d] += wgt * v[d];
+                    for (od, &vd) in oi.iter_mut().zip(v) {
+                        *od += wgt * vd;
                     }
                 }
             }

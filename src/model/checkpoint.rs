@@ -84,11 +84,10 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Checkpoint, LoadError> {
             }
         }
         let Some(f) = found else {
-            let pickle = ["pytorch_model.bin", "open_clip_pytorch_model.bin"]
-                .iter()
-                .any(|c| path.join(c).is_file());
+            let pickle = ["pytorch_model.bin", "open_clip_pytorch_model.bin"].iter().any(|c| path.join(c).is_file());
             return Err(io(if pickle {
-                "holds only a PyTorch pickle checkpoint (*.bin); convert it to safetensors (see weights/README.md)".into()
+                "holds only a PyTorch pickle checkpoint (*.bin); convert it to safetensors (see weights/README.md)"
+                    .into()
             } else {
                 "no model.safetensors or open_clip_model.safetensors in this directory".into()
             }));
@@ -99,21 +98,15 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Checkpoint, LoadError> {
         (path.to_path_buf(), dir)
     };
 
-    let fh = std::fs::File::open(&file).map_err(|e| LoadError::Io {
-        path: file.clone(),
-        msg: format!("cannot open: {e}"),
-    })?;
+    let fh = std::fs::File::open(&file)
+        .map_err(|e| LoadError::Io { path: file.clone(), msg: format!("cannot open: {e}") })?;
     // SAFETY: the map is read-only and lives only inside this function; the file is not
     // modified by this process. Another process truncating it while we read is the usual
     // mmap caveat, accepted as for every mmap-based loader.
-    let mmap = unsafe { memmap2::Mmap::map(&fh) }.map_err(|e| LoadError::Io {
-        path: file.clone(),
-        msg: format!("cannot map: {e}"),
-    })?;
-    let st = SafeTensors::deserialize(&mmap).map_err(|e| LoadError::Format {
-        path: file.clone(),
-        msg: e.to_string(),
-    })?;
+    let mmap = unsafe { memmap2::Mmap::map(&fh) }
+        .map_err(|e| LoadError::Io { path: file.clone(), msg: format!("cannot map: {e}") })?;
+    let st =
+        SafeTensors::deserialize(&mmap).map_err(|e| LoadError::Format { path: file.clone(), msg: e.to_string() })?;
 
     let names: BTreeSet<String> = st.names().into_iter().map(String::from).collect();
     let prefix = ["", "module.", "model."]
@@ -191,21 +184,10 @@ impl Source<'_> {
         }
         let bytes = t.data();
         let data: Vec<f32> = match t.dtype() {
-            Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            Dtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => bytes
-                .chunks_exact(2)
-                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            other => {
-                return Err(LoadError::Dtype { path: self.path.clone(), name: full, found: format!("{other:?}") })
-            }
+            Dtype::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            Dtype::F16 => bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            Dtype::BF16 => bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            other => return Err(LoadError::Dtype { path: self.path.clone(), name: full, found: format!("{other:?}") }),
         };
         if let Some((index, &value)) = data.iter().enumerate().find(|(_, v)| !v.is_finite()) {
             return Err(LoadError::NonFinite { path: self.path.clone(), name: full, index, value });
@@ -217,21 +199,15 @@ impl Source<'_> {
 fn hf_config(dir: &Path, src: &Source) -> Result<ClipConfig, LoadError> {
     let cfg_path = dir.join("config.json");
     if cfg_path.is_file() {
-        let text = std::fs::read_to_string(&cfg_path).map_err(|e| LoadError::Io {
-            path: cfg_path.clone(),
-            msg: format!("cannot read: {e}"),
-        })?;
-        let hf: HfConfig = serde_json::from_str(&text).map_err(|e| LoadError::Config {
-            path: cfg_path.clone(),
-            msg: format!("invalid config.json: {e}"),
-        })?;
+        let text = std::fs::read_to_string(&cfg_path)
+            .map_err(|e| LoadError::Io { path: cfg_path.clone(), msg: format!("cannot read: {e}") })?;
+        let hf: HfConfig = serde_json::from_str(&text)
+            .map_err(|e| LoadError::Config { path: cfg_path.clone(), msg: format!("invalid config.json: {e}") })?;
         return hf.to_config().map_err(|msg| LoadError::Config { path: cfg_path, msg });
     }
     // No config.json: infer from shapes, assuming 64-wide heads and QuickGELU.
     let names: BTreeSet<String> = src.st.names().into_iter().map(String::from).collect();
-    let count = |tower: &str| {
-        layer_count(&names, &format!("{}{tower}.encoder.layers.", src.prefix))
-    };
+    let count = |tower: &str| layer_count(&names, &format!("{}{tower}.encoder.layers.", src.prefix));
     let patch = src.shape_of("vision_model.embeddings.patch_embedding.weight")?;
     let vpos = src.shape_of("vision_model.embeddings.position_embedding.weight")?;
     let tok = src.shape_of("text_model.embeddings.token_embedding.weight")?;
@@ -378,7 +354,14 @@ impl Builder<'_, '_> {
     }
 
     /// A linear layer stored `[out, in]`; `bias` may be absent (projections).
-    fn linear(&mut self, canon: &str, w: &str, b: Option<&str>, n_out: usize, n_in: usize) -> Result<LinearW, LoadError> {
+    fn linear(
+        &mut self,
+        canon: &str,
+        w: &str,
+        b: Option<&str>,
+        n_out: usize,
+        n_in: usize,
+    ) -> Result<LinearW, LoadError> {
         let weight = self.tensor(format!("{canon}.weight"), w, &[n_out, n_in])?;
         let bias = match b {
             Some(b) => Some(self.tensor(format!("{canon}.bias"), b, &[n_out])?),
@@ -432,10 +415,28 @@ fn build_hf(src: &Source, cfg: &ClipConfig) -> Result<Weights, LoadError> {
                 Ok(BlockW {
                     ln1: b.ln(&format!("{c}.ln1"), &format!("{p}.layer_norm1"), w)?,
                     qkv: b.qkv_hf(&format!("{c}.qkv"), &format!("{p}.self_attn"), w)?,
-                    out: b.linear(&format!("{c}.out"), &format!("{p}.self_attn.out_proj.weight"), Some(&format!("{p}.self_attn.out_proj.bias")), w, w)?,
+                    out: b.linear(
+                        &format!("{c}.out"),
+                        &format!("{p}.self_attn.out_proj.weight"),
+                        Some(&format!("{p}.self_attn.out_proj.bias")),
+                        w,
+                        w,
+                    )?,
                     ln2: b.ln(&format!("{c}.ln2"), &format!("{p}.layer_norm2"), w)?,
-                    fc1: b.linear(&format!("{c}.fc1"), &format!("{p}.mlp.fc1.weight"), Some(&format!("{p}.mlp.fc1.bias")), m, w)?,
-                    fc2: b.linear(&format!("{c}.fc2"), &format!("{p}.mlp.fc2.weight"), Some(&format!("{p}.mlp.fc2.bias")), w, m)?,
+                    fc1: b.linear(
+                        &format!("{c}.fc1"),
+                        &format!("{p}.mlp.fc1.weight"),
+                        Some(&format!("{p}.mlp.fc1.bias")),
+                        m,
+                        w,
+                    )?,
+                    fc2: b.linear(
+                        &format!("{c}.fc2"),
+                        &format!("{p}.mlp.fc2.weight"),
+                        Some(&format!("{p}.mlp.fc2.bias")),
+                        w,
+                        m,
+                    )?,
                 })
             })
             .collect()
@@ -443,10 +444,7 @@ fn build_hf(src: &Source, cfg: &ClipConfig) -> Result<Weights, LoadError> {
     let v = &cfg.vision;
     let vw = v.tower.width;
     let patch = {
-        let data = src.read(
-            "vision_model.embeddings.patch_embedding.weight",
-            &[vw, 3, v.patch_size, v.patch_size],
-        )?;
+        let data = src.read("vision_model.embeddings.patch_embedding.weight", &[vw, 3, v.patch_size, v.patch_size])?;
         let id = b.params.push("vision.patch.weight", vec![vw, v.patch_dim()], data);
         LinearW { weight: id, bias: None, n_in: v.patch_dim(), n_out: vw }
     };
@@ -460,7 +458,8 @@ fn build_hf(src: &Source, cfg: &ClipConfig) -> Result<Weights, LoadError> {
     let t = &cfg.text;
     let tw = t.tower.width;
     let token = b.tensor("text.token".into(), "text_model.embeddings.token_embedding.weight", &[t.vocab_size, tw])?;
-    let tpos = b.tensor("text.pos".into(), "text_model.embeddings.position_embedding.weight", &[t.context_length, tw])?;
+    let tpos =
+        b.tensor("text.pos".into(), "text_model.embeddings.position_embedding.weight", &[t.context_length, tw])?;
     let tblocks = blocks(&mut b, "text_model", "text", &t.tower)?;
     let ln_final = b.ln("text.ln_final", "text_model.final_layer_norm", tw)?;
     let tproj = b.linear("text.proj", "text_projection.weight", None, cfg.embed_dim, tw)?;
@@ -483,11 +482,35 @@ fn build_openai(src: &Source, cfg: &ClipConfig) -> Result<Weights, LoadError> {
                 let (w, m) = (t.width, t.mlp);
                 Ok(BlockW {
                     ln1: b.ln(&format!("{c}.ln1"), &format!("{p}.ln_1"), w)?,
-                    qkv: b.linear(&format!("{c}.qkv"), &format!("{p}.attn.in_proj_weight"), Some(&format!("{p}.attn.in_proj_bias")), 3 * w, w)?,
-                    out: b.linear(&format!("{c}.out"), &format!("{p}.attn.out_proj.weight"), Some(&format!("{p}.attn.out_proj.bias")), w, w)?,
+                    qkv: b.linear(
+                        &format!("{c}.qkv"),
+                        &format!("{p}.attn.in_proj_weight"),
+                        Some(&format!("{p}.attn.in_proj_bias")),
+                        3 * w,
+                        w,
+                    )?,
+                    out: b.linear(
+                        &format!("{c}.out"),
+                        &format!("{p}.attn.out_proj.weight"),
+                        Some(&format!("{p}.attn.out_proj.bias")),
+                        w,
+                        w,
+                    )?,
                     ln2: b.ln(&format!("{c}.ln2"), &format!("{p}.ln_2"), w)?,
-                    fc1: b.linear(&format!("{c}.fc1"), &format!("{p}.mlp.c_fc.weight"), Some(&format!("{p}.mlp.c_fc.bias")), m, w)?,
-                    fc2: b.linear(&format!("{c}.fc2"), &format!("{p}.mlp.c_proj.weight"), Some(&format!("{p}.mlp.c_proj.bias")), w, m)?,
+                    fc1: b.linear(
+                        &format!("{c}.fc1"),
+                        &format!("{p}.mlp.c_fc.weight"),
+                        Some(&format!("{p}.mlp.c_fc.bias")),
+                        m,
+                        w,
+                    )?,
+                    fc2: b.linear(
+                        &format!("{c}.fc2"),
+                        &format!("{p}.mlp.c_proj.weight"),
+                        Some(&format!("{p}.mlp.c_proj.bias")),
+                        w,
+                        m,
+                    )?,
                 })
             })
             .collect()

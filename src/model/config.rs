@@ -124,17 +124,14 @@ impl ClipConfig {
                 return Err(format!("{name} tower: width, heads, layers and MLP size must be > 0"));
             }
             if t.width % t.heads != 0 {
-                return Err(format!(
-                    "{name} tower: width {} is not a multiple of the {} heads",
-                    t.width, t.heads
-                ));
+                return Err(format!("{name} tower: width {} is not a multiple of the {} heads", t.width, t.heads));
             }
             if !(t.layer_norm_eps > 0.0 && t.layer_norm_eps < 1.0) {
                 return Err(format!("{name} tower: layer_norm_eps {} out of range", t.layer_norm_eps));
             }
         }
         let v = &self.vision;
-        if v.patch_size == 0 || v.image_size % v.patch_size != 0 {
+        if v.patch_size == 0 || !v.image_size.is_multiple_of(v.patch_size) {
             return Err(format!(
                 "vision: image size {} is not a multiple of the patch size {}",
                 v.image_size, v.patch_size
@@ -181,9 +178,8 @@ impl HfConfig {
         let tower = |c: &HfTowerConfig, d: &TowerConfig, name: &str| -> Result<TowerConfig, String> {
             let activation = match &c.hidden_act {
                 None => d.activation,
-                Some(a) => Activation::parse(a).ok_or_else(|| {
-                    format!("{name}_config.hidden_act = {a:?} is not supported (quick_gelu or gelu)")
-                })?,
+                Some(a) => Activation::parse(a)
+                    .ok_or_else(|| format!("{name}_config.hidden_act = {a:?} is not supported (quick_gelu or gelu)"))?,
             };
             Ok(TowerConfig {
                 width: c.hidden_size.unwrap_or(d.width),
@@ -203,10 +199,7 @@ impl HfConfig {
             text: TextConfig {
                 tower: tower(&self.text_config, &d.text.tower, "text")?,
                 vocab_size: self.text_config.vocab_size.unwrap_or(d.text.vocab_size),
-                context_length: self
-                    .text_config
-                    .max_position_embeddings
-                    .unwrap_or(d.text.context_length),
+                context_length: self.text_config.max_position_embeddings.unwrap_or(d.text.context_length),
             },
             embed_dim: self.projection_dim.unwrap_or(d.embed_dim),
         };

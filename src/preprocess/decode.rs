@@ -52,9 +52,7 @@ impl Pixels {
     }
     fn len(&self) -> usize {
         match self {
-            Pixels::L(v) | Pixels::La(v) | Pixels::Rgb(v) | Pixels::Rgba(v) | Pixels::Cmyk(v) => {
-                v.len()
-            }
+            Pixels::L(v) | Pixels::La(v) | Pixels::Rgb(v) | Pixels::Rgba(v) | Pixels::Cmyk(v) => v.len(),
             Pixels::I16(v) => v.len(),
         }
     }
@@ -106,25 +104,14 @@ impl Decoded {
             other if other.color().has_alpha() => Pixels::Rgba(other.to_rgba8().into_raw()),
             other => Pixels::Rgb(other.to_rgb8().into_raw()),
         };
-        Decoded {
-            width,
-            height,
-            pixels,
-            palette: false,
-            alpha_from_key: false,
-        }
+        Decoded { width, height, pixels, palette: false, alpha_from_key: false }
     }
 
     /// Transformers' `convert_to_rgb` (PIL path): if the image has an alpha band or a
     /// transparency key, `convert("RGBA")` and `alpha_composite` it onto opaque white, else
     /// `convert("RGB")`. The result is `RGB` (and no longer palette-based).
     pub fn into_rgb_hf(self) -> Decoded {
-        let Decoded {
-            width,
-            height,
-            pixels,
-            ..
-        } = self;
+        let Decoded { width, height, pixels, .. } = self;
         let rgb = match pixels {
             Pixels::Rgb(v) => v,
             Pixels::L(v) => v.iter().flat_map(|&l| [l, l, l]).collect(),
@@ -138,11 +125,7 @@ impl Decoded {
             Pixels::Rgba(v) => v
                 .chunks_exact(4)
                 .flat_map(|p| {
-                    [
-                        composite_on_white(p[0], p[3]),
-                        composite_on_white(p[1], p[3]),
-                        composite_on_white(p[2], p[3]),
-                    ]
+                    [composite_on_white(p[0], p[3]), composite_on_white(p[1], p[3]), composite_on_white(p[2], p[3])]
                 })
                 .collect(),
             Pixels::I16(v) => v
@@ -154,13 +137,7 @@ impl Decoded {
                 .collect(),
             Pixels::Cmyk(v) => cmyk_to_rgb(&v),
         };
-        Decoded {
-            width,
-            height,
-            pixels: Pixels::Rgb(rgb),
-            palette: false,
-            alpha_from_key: false,
-        }
+        Decoded { width, height, pixels: Pixels::Rgb(rgb), palette: false, alpha_from_key: false }
     }
 
     /// What OpenAI's transform resizes: the `Image.open` mode. A colour-key alpha is not a band
@@ -171,16 +148,10 @@ impl Decoded {
         }
         let pixels = match self.pixels {
             Pixels::La(v) => Pixels::L(v.chunks_exact(2).map(|p| p[0]).collect()),
-            Pixels::Rgba(v) => {
-                Pixels::Rgb(v.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect())
-            }
+            Pixels::Rgba(v) => Pixels::Rgb(v.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect()),
             other => other,
         };
-        Decoded {
-            pixels,
-            alpha_from_key: false,
-            ..self
-        }
+        Decoded { pixels, alpha_from_key: false, ..self }
     }
 }
 
@@ -273,11 +244,8 @@ fn bmp_info(b: &[u8]) -> HeaderInfo {
     let mut info = HeaderInfo::default();
     if b.len() >= 30 {
         let header_size = u32::from_le_bytes([b[14], b[15], b[16], b[17]]);
-        let bpp = if header_size == 12 {
-            u16::from_le_bytes([b[24], b[25]])
-        } else {
-            u16::from_le_bytes([b[28], b[29]])
-        };
+        let bpp =
+            if header_size == 12 { u16::from_le_bytes([b[24], b[25]]) } else { u16::from_le_bytes([b[28], b[29]]) };
         info.palette = bpp <= 8;
     }
     info
@@ -392,39 +360,22 @@ pub fn decode_native(bytes: &[u8], limits: &Limits) -> Result<Decoded, Preproces
         return Err(PreprocessError::Empty);
     }
     if bytes.len() as u64 > limits.max_file_bytes {
-        return Err(PreprocessError::FileTooLarge {
-            bytes: bytes.len() as u64,
-            limit: limits.max_file_bytes,
-        });
+        return Err(PreprocessError::FileTooLarge { bytes: bytes.len() as u64, limit: limits.max_file_bytes });
     }
     let format = image::guess_format(bytes).map_err(|_| {
-        PreprocessError::Unsupported(
-            "unrecognised file signature (expected JPEG, PNG, WebP, GIF, BMP or TIFF)".into(),
-        )
+        PreprocessError::Unsupported("unrecognised file signature (expected JPEG, PNG, WebP, GIF, BMP or TIFF)".into())
     })?;
-    let supported = [
-        ImageFormat::Jpeg,
-        ImageFormat::Png,
-        ImageFormat::WebP,
-        ImageFormat::Gif,
-        ImageFormat::Bmp,
-        ImageFormat::Tiff,
-    ];
+    let supported =
+        [ImageFormat::Jpeg, ImageFormat::Png, ImageFormat::WebP, ImageFormat::Gif, ImageFormat::Bmp, ImageFormat::Tiff];
     if !supported.contains(&format) {
-        return Err(PreprocessError::Unsupported(format!(
-            "{format:?} files are not supported"
-        )));
+        return Err(PreprocessError::Unsupported(format!("{format:?} files are not supported")));
     }
     // Decoders should not panic, but a panic on hostile input must not take the process down.
     std::panic::catch_unwind(|| decode_format(bytes, format, limits))
         .unwrap_or_else(|_| Err(corrupt("the decoder panicked on this input")))
 }
 
-fn decode_format(
-    bytes: &[u8],
-    format: ImageFormat,
-    limits: &Limits,
-) -> Result<Decoded, PreprocessError> {
+fn decode_format(bytes: &[u8], format: ImageFormat, limits: &Limits) -> Result<Decoded, PreprocessError> {
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     let mut il = image::Limits::default();
     // Budget for the largest layout we may hold (RGBA16 = 8 bytes/pixel) plus slack.
@@ -433,24 +384,14 @@ fn decode_format(
     let decoder = reader.into_decoder().map_err(map_image_error)?;
     let (w, h) = decoder.dimensions();
     if w == 0 || h == 0 {
-        return Err(PreprocessError::Corrupt(format!(
-            "image has a zero dimension ({w}x{h})"
-        )));
+        return Err(PreprocessError::Corrupt(format!("image has a zero dimension ({w}x{h})")));
     }
     let px = w as u64 * h as u64;
     if px > limits.max_pixels {
-        return Err(PreprocessError::TooManyPixels {
-            width: w,
-            height: h,
-            limit: limits.max_pixels,
-        });
+        return Err(PreprocessError::TooManyPixels { width: w, height: h, limit: limits.max_pixels });
     }
     if w > 16_000_000 || h > 16_000_000 {
-        return Err(PreprocessError::TooManyPixels {
-            width: w,
-            height: h,
-            limit: limits.max_pixels,
-        });
+        return Err(PreprocessError::TooManyPixels { width: w, height: h, limit: limits.max_pixels });
     }
 
     if format == ImageFormat::Jpeg && jpeg_is_truncated(bytes) {
@@ -458,21 +399,12 @@ fn decode_format(
     }
     if format == ImageFormat::Jpeg && jpeg_components(bytes) == Some(4) {
         let pixels = decode_cmyk_jpeg(bytes, w, h)?;
-        return Ok(Decoded {
-            width: w,
-            height: h,
-            pixels,
-            palette: false,
-            alpha_from_key: false,
-        });
+        return Ok(Decoded { width: w, height: h, pixels, palette: false, alpha_from_key: false });
     }
 
     let info = match format {
         ImageFormat::Png => png_info(bytes),
-        ImageFormat::Gif => HeaderInfo {
-            palette: true,
-            alpha_from_key: false,
-        },
+        ImageFormat::Gif => HeaderInfo { palette: true, alpha_from_key: false },
         ImageFormat::Bmp => bmp_info(bytes),
         _ => HeaderInfo::default(),
     };
@@ -520,9 +452,7 @@ mod tests {
     fn png_header_parsing_survives_garbage() {
         let mut b = vec![0x89, b'P', b'N', b'G', 13, 10, 26, 10, 0, 0, 0, 13];
         b.extend_from_slice(b"IHDR");
-        b.extend_from_slice(&[
-            0, 0, 0, 1, 0, 0, 0, 1, 8, 3, 0, 0, 0, 0xff, 0xff, 0xff, 0xff,
-        ]);
+        b.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1, 8, 3, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
         b.extend_from_slice(&[0xff, 0xff, 0xff, 0xf0]);
         let i = png_info(&b);
         assert!(i.palette && !i.alpha_from_key);

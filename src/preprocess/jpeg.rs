@@ -111,9 +111,11 @@ fn truncated() -> PreprocessError {
 pub(super) fn decode(bytes: &[u8], limits: &Limits) -> Result<Decoded, PreprocessError> {
     HIT_EOF.with(|f| f.set(false));
     let result = catch_unwind(AssertUnwindSafe(|| decode_inner(bytes, limits)));
-    HIT_EOF.with(|f| f.set(false));
+    let hit_eof = HIT_EOF.with(|f| f.replace(false));
     match result {
         Ok(r) => r,
+        // libjpeg gave up after running out of data ("no image", "premature end"...).
+        Err(_) if hit_eof => Err(truncated()),
         Err(payload) => {
             let msg = payload
                 .downcast_ref::<String>()

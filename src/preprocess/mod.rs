@@ -43,9 +43,7 @@ impl std::str::FromStr for Variant {
         match s.to_ascii_lowercase().as_str() {
             "hf" | "transformers" | "huggingface" => Ok(Variant::Hf),
             "openai" | "open-ai" | "clip" => Ok(Variant::OpenAi),
-            other => Err(format!(
-                "unknown preprocessing variant {other:?} (expected \"hf\" or \"openai\")"
-            )),
+            other => Err(format!("unknown preprocessing variant {other:?} (expected \"hf\" or \"openai\")")),
         }
     }
 }
@@ -82,10 +80,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_pixels: 178_956_970,
-            max_file_bytes: 256 << 20,
-        }
+        Limits { max_pixels: 178_956_970, max_file_bytes: 256 << 20 }
     }
 }
 
@@ -199,10 +194,7 @@ pub fn resize_crop(img: &Decoded, size: u32, variant: Variant) -> RgbImage {
     let n = cw as usize * ch as usize;
     let rgb: Vec<u8> = match &img.pixels {
         Pixels::Rgb(v) => rs::<3>(v, nearest, d),
-        Pixels::L(v) => rs::<1>(v, nearest, d)
-            .into_iter()
-            .flat_map(|l| [l, l, l])
-            .collect(),
+        Pixels::L(v) => rs::<1>(v, nearest, d).into_iter().flat_map(|l| [l, l, l]).collect(),
         Pixels::Rgba(v) => {
             // Pillow resizes RGBA as premultiplied RGBa (unless nothing changes, or for P/NEAREST).
             let out = if same || nearest {
@@ -212,9 +204,7 @@ pub fn resize_crop(img: &Decoded, size: u32, variant: Variant) -> RgbImage {
                 unpremultiply::<4>(&mut o);
                 o
             };
-            out.chunks_exact(4)
-                .flat_map(|p| [p[0], p[1], p[2]])
-                .collect()
+            out.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect()
         }
         Pixels::La(v) => {
             let out = if same || nearest {
@@ -224,9 +214,7 @@ pub fn resize_crop(img: &Decoded, size: u32, variant: Variant) -> RgbImage {
                 unpremultiply::<2>(&mut o);
                 o
             };
-            out.chunks_exact(2)
-                .flat_map(|p| [p[0], p[0], p[0]])
-                .collect()
+            out.chunks_exact(2).flat_map(|p| [p[0], p[0], p[0]]).collect()
         }
         Pixels::I16(v) => {
             let out = resample::resample_u16_window(v, w, h, tw, th, x0, y0, cw, ch);
@@ -277,11 +265,7 @@ pub fn normalize(rgb: &RgbImage) -> Vec<f32> {
 }
 
 /// Bytes → CHW f32 `[3 * 224 * 224]`, normalised with [`MEAN`]/[`STD`].
-pub fn preprocess_bytes(
-    bytes: &[u8],
-    variant: Variant,
-    limits: &Limits,
-) -> Result<Vec<f32>, PreprocessError> {
+pub fn preprocess_bytes(bytes: &[u8], variant: Variant, limits: &Limits) -> Result<Vec<f32>, PreprocessError> {
     let d = decode(bytes, variant, limits)?;
     Ok(normalize(&resize_crop(&d, IMAGE_SIZE, variant)))
 }
@@ -342,12 +326,7 @@ mod tests {
     #[test]
     fn garbage_never_panics() {
         let lim = Limits::default();
-        for b in [
-            &b""[..],
-            b"hello world",
-            &[0xFF, 0xD8, 0xFF][..],
-            &[0x89, b'P', b'N', b'G'][..],
-        ] {
+        for b in [&b""[..], b"hello world", &[0xFF, 0xD8, 0xFF][..], &[0x89, b'P', b'N', b'G'][..]] {
             for v in [Variant::Hf, Variant::OpenAi] {
                 assert!(preprocess_bytes(b, v, &lim).is_err());
             }
@@ -356,8 +335,7 @@ mod tests {
 
     #[test]
     fn dynamic_image_path() {
-        let img =
-            DynamicImage::ImageRgb8(RgbImage::from_pixel(300, 200, image::Rgb([10, 200, 30])));
+        let img = DynamicImage::ImageRgb8(RgbImage::from_pixel(300, 200, image::Rgb([10, 200, 30])));
         for v in [Variant::Hf, Variant::OpenAi] {
             let t = preprocess_image(&img, v);
             assert_eq!(t.len(), 3 * 224 * 224);

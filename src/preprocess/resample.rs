@@ -86,15 +86,7 @@ pub(crate) fn precompute_coeffs(in_size: u32, out_size: u32) -> Coeffs {
 /// Pillow's `normalize_coeffs_8bpc`: doubles to fixed point with `PRECISION_BITS`.
 pub(crate) fn normalize_coeffs_8bpc(k: &[f64]) -> Vec<i32> {
     let one = (1u32 << PRECISION_BITS) as f64;
-    k.iter()
-        .map(|&v| {
-            if v < 0.0 {
-                (-0.5 + v * one) as i32
-            } else {
-                (0.5 + v * one) as i32
-            }
-        })
-        .collect()
+    k.iter().map(|&v| if v < 0.0 { (-0.5 + v * one) as i32 } else { (0.5 + v * one) as i32 }).collect()
 }
 
 /// Pillow's `clip8`: `clip8_lookups[in >> PRECISION_BITS]`, i.e. floor-shift then clamp.
@@ -123,24 +115,14 @@ pub fn resample_u8_window<const C: usize>(
     cw: u32,
     ch: u32,
 ) -> Vec<u8> {
-    assert!(
-        x0 + cw <= out_w && y0 + ch <= out_h,
-        "window outside the output"
-    );
-    assert!(
-        src.len() >= w as usize * h as usize * C,
-        "source buffer too short"
-    );
+    assert!(x0 + cw <= out_w && y0 + ch <= out_h, "window outside the output");
+    assert!(src.len() >= w as usize * h as usize * C, "source buffer too short");
     let (w_us, cw_us, ch_us) = (w as usize, cw as usize, ch as usize);
     let need_horizontal = out_w != w;
     let need_vertical = out_h != h;
 
     // Vertical coefficients, restricted to the window rows.
-    let vert = if need_vertical {
-        Some(precompute_coeffs(h, out_h))
-    } else {
-        None
-    };
+    let vert = if need_vertical { Some(precompute_coeffs(h, out_h)) } else { None };
     // Source rows needed by the window.
     let (row_first, row_last) = match &vert {
         Some(c) => {
@@ -269,20 +251,10 @@ pub fn resample_u16_window(
     cw: u32,
     ch: u32,
 ) -> Vec<u16> {
-    assert!(
-        x0 + cw <= out_w && y0 + ch <= out_h,
-        "window outside the output"
-    );
-    assert!(
-        src.len() >= w as usize * h as usize,
-        "source buffer too short"
-    );
+    assert!(x0 + cw <= out_w && y0 + ch <= out_h, "window outside the output");
+    assert!(src.len() >= w as usize * h as usize, "source buffer too short");
     let (w_us, cw_us, ch_us) = (w as usize, cw as usize, ch as usize);
-    let vert = if out_h != h {
-        Some(precompute_coeffs(h, out_h))
-    } else {
-        None
-    };
+    let vert = if out_h != h { Some(precompute_coeffs(h, out_h)) } else { None };
     let (row_first, row_last) = match &vert {
         Some(c) => {
             let mut lo = usize::MAX;
@@ -359,11 +331,7 @@ fn nearest_table(in_size: u32, out_size: u32) -> Vec<Option<usize>> {
     let mut t = Vec::with_capacity(out_size as usize);
     for _ in 0..out_size {
         let xin = coord(xo);
-        t.push(if xin >= 0 && xin < in_size as i64 {
-            Some(xin as usize)
-        } else {
-            None
-        });
+        t.push(if xin >= 0 && xin < in_size as i64 { Some(xin as usize) } else { None });
         xo += a0;
     }
     t
@@ -384,14 +352,8 @@ pub fn resize_nearest_window(
     cw: u32,
     ch: u32,
 ) -> Vec<u8> {
-    assert!(
-        x0 + cw <= out_w && y0 + ch <= out_h,
-        "window outside the output"
-    );
-    assert!(
-        src.len() >= w as usize * h as usize * c,
-        "source buffer too short"
-    );
+    assert!(x0 + cw <= out_w && y0 + ch <= out_h, "window outside the output");
+    assert!(src.len() >= w as usize * h as usize * c, "source buffer too short");
     if out_w == w && out_h == h {
         // Pillow returns a copy when the size does not change.
         let mut out = Vec::with_capacity(cw as usize * ch as usize * c);
@@ -433,20 +395,10 @@ mod tests {
 
     #[test]
     fn coeffs_sum_to_one_and_bounds_in_range() {
-        for &(i, o) in &[
-            (1u32, 224u32),
-            (223, 224),
-            (225, 224),
-            (1000, 224),
-            (2162, 635),
-            (37, 224),
-        ] {
+        for &(i, o) in &[(1u32, 224u32), (223, 224), (225, 224), (1000, 224), (2162, 635), (37, 224)] {
             let c = precompute_coeffs(i, o);
             for (xx, &(b, n)) in c.bounds.iter().enumerate() {
-                assert!(
-                    b + n <= i as usize && n >= 1 && n <= c.ksize,
-                    "{i}->{o} at {xx}"
-                );
+                assert!(b + n <= i as usize && n >= 1 && n <= c.ksize, "{i}->{o} at {xx}");
                 let s: f64 = c.k[xx * c.ksize..xx * c.ksize + n].iter().sum();
                 assert!((s - 1.0).abs() < 1e-9);
             }
@@ -472,19 +424,14 @@ mod tests {
     #[test]
     fn window_equals_full_then_crop() {
         let (w, h) = (97u32, 61u32);
-        let src: Vec<u8> = (0..w * h * 3)
-            .map(|v| (v.wrapping_mul(2654435761u32) >> 24) as u8)
-            .collect();
+        let src: Vec<u8> = (0..w * h * 3).map(|v| (v.wrapping_mul(2654435761u32) >> 24) as u8).collect();
         let (ow, oh) = (40u32, 150u32);
         let full = resample_u8_window::<3>(&src, w, h, ow, oh, 0, 0, ow, oh);
         let win = resample_u8_window::<3>(&src, w, h, ow, oh, 3, 17, 30, 100);
         for y in 0..100usize {
             for x in 0..30usize {
                 for c in 0..3 {
-                    assert_eq!(
-                        win[(y * 30 + x) * 3 + c],
-                        full[((y + 17) * 40 + x + 3) * 3 + c]
-                    );
+                    assert_eq!(win[(y * 30 + x) * 3 + c], full[((y + 17) * 40 + x + 3) * 3 + c]);
                 }
             }
         }

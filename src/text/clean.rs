@@ -70,10 +70,7 @@ fn in_ranges(table: &[(u32, u32)], c: char) -> bool {
 /// Python's `str.isspace()`.
 pub fn is_py_space(c: char) -> bool {
     if c.is_ascii() {
-        return matches!(
-            c,
-            '\t' | '\n' | '\x0b' | '\x0c' | '\r' | '\x1c'..='\x1f' | ' '
-        );
+        return matches!(c, '\t' | '\n' | '\x0b' | '\x0c' | '\r' | '\x1c'..='\x1f' | ' ');
     }
     tables::PY_WHITESPACE.binary_search(&(c as u32)).is_ok()
 }
@@ -140,9 +137,7 @@ pub fn py_lower(s: &str) -> String {
 // ------------------------------------------------------------ html.unescape()
 
 fn entity(name_with_amp: &str) -> Option<&'static str> {
-    htmlize::ENTITIES
-        .get(name_with_amp.as_bytes())
-        .map(|v| std::str::from_utf8(v).expect("entity values are UTF-8"))
+    htmlize::ENTITIES.get(name_with_amp.as_bytes()).map(|v| std::str::from_utf8(v).expect("entity values are UTF-8"))
 }
 
 /// Python's numeric character reference rules (`html._replace_charref`).
@@ -151,10 +146,7 @@ fn numeric_charref(num: u64, out: &mut String) {
         out.push(tables::PY_INVALID_CHARREFS[i].1);
     } else if (0xD800..=0xDFFF).contains(&num) || num > 0x10FFFF {
         out.push('\u{FFFD}');
-    } else if tables::PY_INVALID_CODEPOINTS
-        .binary_search(&(num as u32))
-        .is_ok()
-    {
+    } else if tables::PY_INVALID_CODEPOINTS.binary_search(&(num as u32)).is_ok() {
         // dropped
     } else {
         out.push(char::from_u32(num as u32).expect("valid scalar"));
@@ -165,9 +157,7 @@ fn parse_num(digits: &str, radix: u32) -> u64 {
     // saturate: anything above 0x10FFFF behaves the same
     let mut n: u64 = 0;
     for d in digits.chars() {
-        n = n
-            .saturating_mul(radix as u64)
-            .saturating_add(d.to_digit(radix).unwrap() as u64);
+        n = n.saturating_mul(radix as u64).saturating_add(d.to_digit(radix).unwrap() as u64);
         if n > 0x7FFF_FFFF {
             n = 0x7FFF_FFFF;
         }
@@ -334,11 +324,7 @@ fn remove_terminal_escapes(s: &str) -> String {
         out.push_str(&rest[..p]);
         let after = &rest[p + 1..];
         if let Some(params) = after.strip_prefix('[') {
-            let plen: usize = params
-                .chars()
-                .take_while(|&c| c == ';' || is_py_decimal(c))
-                .map(char::len_utf8)
-                .sum();
+            let plen: usize = params.chars().take_while(|&c| c == ';' || is_py_decimal(c)).map(char::len_utf8).sum();
             if params[plen..].starts_with(|c: char| c.is_ascii_alphabetic()) {
                 rest = &params[plen + 1..];
                 continue;
@@ -353,11 +339,7 @@ fn remove_terminal_escapes(s: &str) -> String {
 
 /// One pass of ftfy's fixers (without `fix_encoding`) over one segment.
 fn fix_step(text: &str, unescape: bool) -> String {
-    let mut t = if unescape {
-        ftfy_unescape_html(text)
-    } else {
-        text.to_string()
-    };
+    let mut t = if unescape { ftfy_unescape_html(text) } else { text.to_string() };
     // fix_c1_controls
     if t.chars().any(|c| ('\u{80}'..='\u{9f}').contains(&c)) {
         t = map_chars(&t, |c, o| {
@@ -411,16 +393,12 @@ fn fix_step(text: &str, unescape: bool) -> String {
     }
     // fix_line_breaks
     if t.contains(['\r', '\u{2028}', '\u{2029}', '\u{85}']) {
-        t = t
-            .replace("\r\n", "\n")
-            .replace(['\r', '\u{2028}', '\u{2029}', '\u{85}'], "\n");
+        t = t.replace("\r\n", "\n").replace(['\r', '\u{2028}', '\u{2029}', '\u{85}'], "\n");
     }
     // fix_surrogates: nothing to do in UTF-8
     t = remove_terminal_escapes(&t);
     // remove_control_chars
-    if t.chars()
-        .any(|c| tables::FTFY_CONTROL.binary_search(&(c as u32)).is_ok())
-    {
+    if t.chars().any(|c| tables::FTFY_CONTROL.binary_search(&(c as u32)).is_ok()) {
         t.retain(|c| tables::FTFY_CONTROL.binary_search(&(c as u32)).is_err());
     }
     // NFC
@@ -504,9 +482,7 @@ mod tests {
 
     #[test]
     fn python_whitespace() {
-        for c in [
-            '\x1c', '\x1d', '\x1e', '\x1f', '\u{85}', '\u{a0}', '\u{3000}', '\u{2028}', '\u{202f}',
-        ] {
+        for c in ['\x1c', '\x1d', '\x1e', '\x1f', '\u{85}', '\u{a0}', '\u{3000}', '\u{2028}', '\u{202f}'] {
             assert!(is_py_space(c), "{c:?}");
         }
         for c in ['\u{200b}', '\u{180e}', '\u{feff}', '\u{2060}'] {

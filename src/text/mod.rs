@@ -61,9 +61,7 @@ pub struct ClipTokenizer {
 
 impl std::fmt::Debug for ClipTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClipTokenizer")
-            .field("vocab_size", &self.bpe.get_vocab_size())
-            .finish()
+        f.debug_struct("ClipTokenizer").field("vocab_size", &self.bpe.get_vocab_size()).finish()
     }
 }
 
@@ -78,10 +76,7 @@ impl ClipTokenizer {
 
     pub fn from_file(path: &Path) -> Result<Self, TokenizerError> {
         let p = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|source| TokenizerError::Io {
-            path: p.clone(),
-            source,
-        })?;
+        let bytes = std::fs::read(path).map_err(|source| TokenizerError::Io { path: p.clone(), source })?;
         Self::parse(&bytes, &p)
     }
 
@@ -90,18 +85,10 @@ impl ClipTokenizer {
     }
 
     fn parse(json: &[u8], path: &str) -> Result<Self, TokenizerError> {
-        let not_clip = |reason: String| TokenizerError::NotClip {
-            path: path.to_string(),
-            reason,
-        };
-        let v: serde_json::Value =
-            serde_json::from_slice(json).map_err(|e| TokenizerError::InvalidJson {
-                path: path.to_string(),
-                message: e.to_string(),
-            })?;
-        let model = v
-            .get("model")
-            .ok_or_else(|| not_clip("no \"model\"".into()))?;
+        let not_clip = |reason: String| TokenizerError::NotClip { path: path.to_string(), reason };
+        let v: serde_json::Value = serde_json::from_slice(json)
+            .map_err(|e| TokenizerError::InvalidJson { path: path.to_string(), message: e.to_string() })?;
+        let model = v.get("model").ok_or_else(|| not_clip("no \"model\"".into()))?;
         let mw: ModelWrapper = serde_json::from_value(model.clone())
             .map_err(|e| not_clip(format!("model is not a tokenizers model: {e}")))?;
         let ModelWrapper::BPE(bpe) = mw else {
@@ -116,39 +103,30 @@ impl ClipTokenizer {
         // The special tokens live in the vocabulary or in added_tokens.
         let added = |content: &str| -> Option<u32> {
             v.get("added_tokens")?.as_array()?.iter().find_map(|t| {
-                (t.get("content")?.as_str()? == content)
-                    .then(|| t.get("id")?.as_u64().map(|x| x as u32))?
+                (t.get("content")?.as_str()? == content).then(|| t.get("id")?.as_u64().map(|x| x as u32))?
             })
         };
         for (text, id) in [(SOT_TEXT, SOT), (EOT_TEXT, EOT)] {
             match bpe.token_to_id(text).or_else(|| added(text)) {
                 None => return Err(not_clip(format!("{text} missing"))),
-                Some(got) if got != id => {
-                    return Err(not_clip(format!("{text} has id {got}, expected {id}")))
-                }
+                Some(got) if got != id => return Err(not_clip(format!("{text} has id {got}, expected {id}"))),
                 Some(_) => {}
             }
         }
         let n = bpe.get_vocab_size();
         if n != VOCAB_SIZE {
-            return Err(not_clip(format!(
-                "vocabulary has {n} entries, expected {VOCAB_SIZE}"
-            )));
+            return Err(not_clip(format!("vocabulary has {n} entries, expected {VOCAB_SIZE}")));
         }
         // Byte-level BPE must cover every byte, alone and word-final: then no
         // word can ever fall back to the unknown token.
         for &c in byte_encoder().iter() {
             let mut s = String::from(c);
             if bpe.token_to_id(&s).is_none() {
-                return Err(not_clip(format!(
-                    "byte symbol {c:?} missing from the vocabulary"
-                )));
+                return Err(not_clip(format!("byte symbol {c:?} missing from the vocabulary")));
             }
             s.push_str("</w>");
             if bpe.token_to_id(&s).is_none() {
-                return Err(not_clip(format!(
-                    "byte symbol {s:?} missing from the vocabulary"
-                )));
+                return Err(not_clip(format!("byte symbol {s:?} missing from the vocabulary")));
             }
         }
         Ok(Self { bpe })
@@ -170,10 +148,7 @@ impl ClipTokenizer {
                 Piece::Word(w) => {
                     word.clear();
                     word.extend(w.bytes().map(|b| enc[b as usize]));
-                    let toks = self
-                        .bpe
-                        .tokenize(&word)
-                        .expect("byte-level BPE cannot fail");
+                    let toks = self.bpe.tokenize(&word).expect("byte-level BPE cannot fail");
                     ids.extend(toks.iter().map(|t| t.id));
                 }
             }
@@ -206,9 +181,7 @@ fn byte_encoder() -> &'static [char; 256] {
         let mut t = ['\0'; 256];
         let mut n = 0u32;
         for b in 0..256u32 {
-            let printable = (0x21..=0x7e).contains(&b)
-                || (0xa1..=0xac).contains(&b)
-                || (0xae..=0xff).contains(&b);
+            let printable = (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
             t[b as usize] = if printable {
                 char::from_u32(b).unwrap()
             } else {
@@ -287,13 +260,11 @@ fn pretokenize(text: &str) -> Vec<Piece<'_>> {
             }
             if let Some((n, id)) = hit {
                 // OpenAI's BPE cache only knows the exact spelling; `ſ` variants are BPE'd.
-                out.push(
-                    if &rest[..n] == if id == SOT { SOT_TEXT } else { EOT_TEXT } {
-                        Piece::Special(id)
-                    } else {
-                        Piece::Word(&rest[..n])
-                    },
-                );
+                out.push(if &rest[..n] == if id == SOT { SOT_TEXT } else { EOT_TEXT } {
+                    Piece::Special(id)
+                } else {
+                    Piece::Word(&rest[..n])
+                });
                 i += n;
                 continue;
             }
@@ -314,11 +285,7 @@ fn pretokenize(text: &str) -> Vec<Piece<'_>> {
         }
         let k = class(c);
         let n = match k {
-            CLASS_L | CLASS_P => rest
-                .chars()
-                .take_while(|&d| class(d) == k)
-                .map(char::len_utf8)
-                .sum(),
+            CLASS_L | CLASS_P => rest.chars().take_while(|&d| class(d) == k).map(char::len_utf8).sum(),
             CLASS_N => c.len_utf8(),
             _ => {
                 i += c.len_utf8();
@@ -347,10 +314,7 @@ mod tests {
 
     #[test]
     fn pretokenizer_matches_openai_pattern() {
-        assert_eq!(
-            words("a photo of a cat."),
-            ["a", "photo", "of", "a", "cat", "."]
-        );
+        assert_eq!(words("a photo of a cat."), ["a", "photo", "of", "a", "cat", "."]);
         assert_eq!(words("it's 42!"), ["it", "'s", "4", "2", "!"]);
         assert_eq!(words("a<|endoftext|>b"), ["a", "#49407", "b"]);
         assert_eq!(words("!<|endoftext|>"), ["!<|", "endoftext", "|>"]);
@@ -364,10 +328,7 @@ mod tests {
         let t = ClipTokenizer::bundled();
         assert_eq!(t.encode(""), vec![SOT, EOT]);
         assert_eq!(t.encode("   \t\n"), vec![SOT, EOT]);
-        assert_eq!(
-            t.encode("a photo of a cat"),
-            vec![SOT, 320, 1125, 539, 320, 2368, EOT]
-        );
+        assert_eq!(t.encode("a photo of a cat"), vec![SOT, 320, 1125, 539, 320, 2368, EOT]);
         assert_eq!(t.encode("<|endoftext|>"), vec![SOT, EOT, EOT]);
         let long = t.encode(&"a ".repeat(100));
         assert_eq!(long.len(), CONTEXT_LENGTH);
@@ -379,21 +340,14 @@ mod tests {
 
     #[test]
     fn rejects_non_clip() {
-        let e = ClipTokenizer::from_bytes(b"{not json")
-            .unwrap_err()
-            .to_string();
+        let e = ClipTokenizer::from_bytes(b"{not json").unwrap_err().to_string();
         assert!(e.contains("invalid JSON"), "{e}");
         let e = ClipTokenizer::from_bytes(b"{}").unwrap_err().to_string();
         assert!(e.contains("not a CLIP tokenizer"), "{e}");
         let mut v: serde_json::Value = serde_json::from_slice(BUNDLED).unwrap();
-        v["model"]["vocab"]
-            .as_object_mut()
-            .unwrap()
-            .remove("<|endoftext|>");
+        v["model"]["vocab"].as_object_mut().unwrap().remove("<|endoftext|>");
         v["added_tokens"] = serde_json::json!([]);
-        let e = ClipTokenizer::from_bytes(&serde_json::to_vec(&v).unwrap())
-            .unwrap_err()
-            .to_string();
+        let e = ClipTokenizer::from_bytes(&serde_json::to_vec(&v).unwrap()).unwrap_err().to_string();
         assert!(e.contains("<|endoftext|> missing"), "{e}");
     }
 }

@@ -84,20 +84,11 @@ impl Npy {
         let header = std::str::from_utf8(b.get(start..start + hlen).ok_or("truncated header")?)
             .map_err(|_| "header is not UTF-8")?;
         let field = |key: &str| -> Result<&str, String> {
-            let i = header
-                .find(&format!("'{key}'"))
-                .ok_or(format!("no {key} in header"))?;
-            Ok(header[i + key.len() + 2..]
-                .trim_start()
-                .trim_start_matches(':')
-                .trim_start())
+            let i = header.find(&format!("'{key}'")).ok_or(format!("no {key} in header"))?;
+            Ok(header[i + key.len() + 2..].trim_start().trim_start_matches(':').trim_start())
         };
         let descr = field("descr")?;
-        let descr = descr[1..]
-            .split('\'')
-            .next()
-            .ok_or("bad descr")?
-            .to_string();
+        let descr = descr[1..].split('\'').next().ok_or("bad descr")?.to_string();
         if field("fortran_order")?.starts_with("True") {
             return Err("Fortran-order arrays are not supported".into());
         }
@@ -112,46 +103,23 @@ impl Npy {
         let n: usize = shape.iter().product();
         let body = &b[start + hlen..];
         let need = |size: usize| -> Result<&[u8], String> {
-            body.get(..n * size).ok_or_else(|| {
-                format!(
-                    "data truncated: need {} bytes, have {}",
-                    n * size,
-                    body.len()
-                )
-            })
+            body.get(..n * size).ok_or_else(|| format!("data truncated: need {} bytes, have {}", n * size, body.len()))
         };
         let data = match descr.as_str() {
-            "<f4" => NpyData::F32(
-                need(4)?
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                    .collect(),
-            ),
-            "<f8" => NpyData::F64(
-                need(8)?
-                    .chunks_exact(8)
-                    .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
-                    .collect(),
-            ),
-            "<f2" => NpyData::F16(
-                need(2)?
-                    .chunks_exact(2)
-                    .map(|c| u16::from_le_bytes([c[0], c[1]]))
-                    .collect(),
-            ),
+            "<f4" => {
+                NpyData::F32(need(4)?.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect())
+            }
+            "<f8" => {
+                NpyData::F64(need(8)?.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect())
+            }
+            "<f2" => NpyData::F16(need(2)?.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect()),
             "|u1" | "<u1" => NpyData::U8(need(1)?.to_vec()),
-            "<i4" => NpyData::I32(
-                need(4)?
-                    .chunks_exact(4)
-                    .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
-                    .collect(),
-            ),
-            "<i8" => NpyData::I64(
-                need(8)?
-                    .chunks_exact(8)
-                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-                    .collect(),
-            ),
+            "<i4" => {
+                NpyData::I32(need(4)?.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap())).collect())
+            }
+            "<i8" => {
+                NpyData::I64(need(8)?.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect())
+            }
             other => return Err(format!("unsupported dtype {other}")),
         };
         Ok(Npy { shape, data })
