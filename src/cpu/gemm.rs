@@ -53,6 +53,70 @@ pub fn matmul_wt(y: &mut [f32], x: &[f32], w: &[f32], m: usize, k: usize, n: usi
     }
 }
 
+/// A strided row-major matrix view: element `(r, c)` is `data[r * row_stride + c]`.
+#[derive(Clone, Copy)]
+pub struct Strided<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub row_stride: usize,
+}
+
+impl Strided<'_> {
+    fn check(&self, what: &str) {
+        if self.rows > 0 && self.cols > 0 {
+            let need = (self.rows - 1) * self.row_stride + self.cols;
+            assert!(self.data.len() >= need, "{what}: view needs {need} values, has {}", self.data.len());
+            assert!(self.cols <= self.row_stride || self.rows == 1, "{what}: rows overlap");
+        }
+    }
+}
+
+/// Single-threaded `y[m, n] = a[m, k] · b[n, k]ᵀ` (if `b_transposed`) or `a · b[k, n]`, on
+/// strided views; `y` is dense `m×n`. For the small per-head products of attention.
+pub fn small_matmul(y: &mut [f32], a: Strided, b: Strided, b_transposed: bool) {
+    a.check("small_matmul a");
+    b.check("small_matmul b");
+    let (m, k) = (a.rows, a.cols);
+    let n = if b_transposed { b.rows } else { b.cols };
+    let kb = if b_transposed { b.cols } else { b.rows };
+    assert_eq!(k, kb, "small_matmul: inner dimensions differ");
+    assert!(y.len() >= m * n, "small_matmul: y too small");
+    if m == 0 || n == 0 || k == 0 {
+        y[..m * n].fill(0.0);
+        return;
+    }
+    // (row stride, column stride) of the k×n right operand
+    let (rhs_rs, rhs_cs) = if b_transposed { (1isize, b.row_stride as isize) } else { (b.row_stride as isize, 1) };
+    // SAFETY: `check` guarantees every addressed element of `a` and `b` is in bounds:
+    // a is m×k with row stride a.row_stride; the right operand is k×n read from `b` with the
+    // strides above (b is n×k or k×n with row stride b.row_stride). y is m×n dense, checked
+    // above, and borrowed mutably, so it aliases neither input.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            y.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.data.as_ptr(),
+            1,
+            a.row_stride as isize,
+            b.data.as_ptr(),
+            rhs_cs,
+            rhs_rs,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,8 +25,25 @@ pub fn run(program: &Program, cfg: &ClipConfig, params: &Params, input: &Input) 
             (a, vec![0f32; r * w])
         })
         .collect();
+    // CLIP_WGPU_PROFILE=1 prints the time spent per kind of op (stderr).
+    let profile = std::env::var_os("CLIP_WGPU_PROFILE").is_some_and(|v| v == "1");
+    let mut spent: Vec<(&'static str, f64)> = Vec::new();
     for op in &program.ops {
+        let t = std::time::Instant::now();
         exec(op, program, cfg, params, input, &seqs, &mut acts);
+        if profile {
+            let kind = op.kind();
+            let dt = t.elapsed().as_secs_f64();
+            match spent.iter_mut().find(|s| s.0 == kind) {
+                Some(s) => s.1 += dt,
+                None => spent.push((kind, dt)),
+            }
+        }
+    }
+    if profile {
+        let total: f64 = spent.iter().map(|s| s.1).sum();
+        let parts: Vec<String> = spent.iter().map(|(k, t)| format!("{k} {:.1} ms ({:.0}%)", t * 1e3, 100.0 * t / total)).collect();
+        eprintln!("cpu {:?} x{}: {:.1} ms: {}", program.tower, seqs.count(), total * 1e3, parts.join(", "));
     }
     acts.remove(&program.output).unwrap_or_default()
 }

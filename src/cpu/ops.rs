@@ -3,26 +3,8 @@
 
 use rayon::prelude::*;
 
+use super::gemm::{small_matmul, Strided};
 use crate::model::{Activation, PoolAt, Seqs};
-
-/// Eight-lane dot product: the independent accumulators let LLVM vectorise it.
-#[inline]
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0f32; 8];
-    let chunks = n / 8;
-    for c in 0..chunks {
-        for l in 0..8 {
-            acc[l] += a[c * 8 + l] * b[c * 8 + l];
-        }
-    }
-    let mut s = 0f32;
-    for i in chunks * 8..n {
-        s += a[i] * b[i];
-    }
-    s + ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
-}
 
 /// `out[r] = (x[r] - mean) / sqrt(var + eps) · gamma + beta` per row of width `w`.
 pub fn layer_norm(x: &[f32], out: &mut [f32], w: usize, gamma: &[f32], beta: &[f32], eps: f32) {
@@ -81,6 +63,7 @@ pub fn add_bias(y: &mut [f32], n: usize, bias: &[f32]) {
 
 /// Multi-head attention inside each sequence. `qkv` rows are `[q | k | v]`, each `width`
 /// wide and split into heads of `hd`; `out` rows are the heads' outputs side by side.
+/// One job per (sequence, head): `S = Q·Kᵀ·scale`, masked row softmax, `O = P·V`.
 pub fn attention(qkv: &[f32], out: &mut [f32], seqs: &Seqs, heads: usize, hd: usize, causal: bool) {
     let width = heads * hd;
     let scale = 1.0 / (hd as f32).sqrt();
@@ -89,35 +72,28 @@ pub fn attention(qkv: &[f32], out: &mut [f32], seqs: &Seqs, heads: usize, hd: us
         .par_iter()
         .map(|&(s, h)| {
             let (off, len) = (seqs.offsets[s], seqs.lens[s]);
-            let row = |t: usize, part: usize| {
-                let base = (off + t) * 3 * width + part * width + h * hd;
-                &qkv[base..base + hd]
+            let view = |part: usize| Strided {
+                data: &qkv[off * 3 * width + part * width + h * hd..],
+                rows: len,
+                cols: hd,
+                row_stride: 3 * width,
             };
-            let mut o = vec![0f32; len * hd];
-            let mut p = vec![0f32; len];
-            for i in 0..len {
-                let q = row(i, 0);
+            let mut p = vec![0f32; len * len];
+            small_matmul(&mut p, view(0), view(1), true);
+            for (i, row) in p.chunks_mut(len).enumerate() {
                 let end = if causal { i + 1 } else { len };
-                let mut max = f32::NEG_INFINITY;
-                for (j, pj) in p.iter_mut().enumerate().take(end) {
-                    *pj = dot(q, row(j, 1)) * scale;
-                    max = max.max(*pj);
-                }
+                let max = row[..end].iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v * scale));
                 let mut sum = 0f32;
-                for pj in p.iter_mut().take(end) {
-                    *pj = (*pj - max).exp();
-                    sum += *pj;
+                for v in &mut row[..end] {
+                    *v = (*v * scale - max).exp();
+                    sum += *v;
                 }
                 let inv = 1.0 / sum;
-                let oi = &mut o[i * hd..(i + 1) * hd];
-                for (j, &pj) in p.iter().enumerate().take(end) {
-                    let v = row(j, 2);
-                    let wgt = pj * inv;
-                    for (od, &vd) in oi.iter_mut().zip(v) {
-                        *od += wgt * vd;
-                    }
-                }
+                row[..end].iter_mut().for_each(|v| *v *= inv);
+                row[end..].fill(0.0);
             }
+            let mut o = vec![0f32; len * hd];
+            small_matmul(&mut o, Strided { data: &p, rows: len, cols: len, row_stride: len }, view(2), false);
             o
         })
         .collect();

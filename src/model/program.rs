@@ -73,6 +73,23 @@ pub enum Op {
     L2Normalize { x: Act },
 }
 
+impl Op {
+    /// A short name of the op's kind (profiles, GPU labels).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::PatchEmbed { .. } => "patch_embed",
+            Op::TokenEmbed { .. } => "token_embed",
+            Op::LayerNorm { .. } => "layernorm",
+            Op::Linear { act: Some(_), .. } => "linear+act",
+            Op::Linear { accumulate: true, .. } => "linear+residual",
+            Op::Linear { .. } => "linear",
+            Op::Attention { .. } => "attention",
+            Op::Pool { .. } => "pool",
+            Op::L2Normalize { .. } => "l2norm",
+        }
+    }
+}
+
 /// A tower's complete program.
 #[derive(Debug, Clone)]
 pub struct Program {
