@@ -5,7 +5,7 @@
 //! use clip_wgpu::{Clip, ClipOptions};
 //! let clip = Clip::load("clip-vit-base-patch32/", &ClipOptions::default())?;
 //! let images = clip.encode_image_files(&["dog.jpg"]);
-//! let texts = clip.encode_texts(&["a photo of a dog", "a photo of a cat"]);
+//! let texts = clip.encode_texts(&["a photo of a dog", "a photo of a cat"])?;
 //! let img = images[0].as_ref().unwrap();
 //! for (t, e) in ["dog", "cat"].iter().zip(texts.chunks(clip.embed_dim())) {
 //!     let cos = clip_wgpu::cosine(img, e);
@@ -18,7 +18,10 @@ use std::path::Path;
 
 use rayon::prelude::*;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use crate::error::{Error, Result};
+use crate::gpu::{self, GpuEncoder, GpuError, Precision};
 use crate::model::{self, Activation, Checkpoint, Input, LoadOptions, Program, Tower};
 use crate::preprocess::{self, Limits, Variant};
 use crate::text::ClipTokenizer;
@@ -46,6 +49,15 @@ pub struct ClipOptions {
     pub tokenizer: Option<std::path::PathBuf>,
     /// Images per encoder batch.
     pub batch_size: usize,
+    /// GPU adapter: a substring of its name or its index in `clip-wgpu info`.
+    pub adapter: Option<String>,
+    /// GPU backend: vulkan, metal, dx12 or gl.
+    pub backend: Option<String>,
+    /// GPU storage precision; `None`: f16 where the adapter has SHADER_F16, else f32.
+    /// The CPU engine always computes in f32.
+    pub precision: Option<Precision>,
+    /// Print one-line notices (fallbacks) on stderr.
+    pub notices: bool,
 }
 
 impl Default for ClipOptions {
@@ -57,6 +69,10 @@ impl Default for ClipOptions {
             limits: Limits::default(),
             tokenizer: None,
             batch_size: 32,
+            adapter: None,
+            backend: None,
+            precision: None,
+            notices: true,
         }
     }
 }
@@ -68,7 +84,9 @@ pub struct Clip {
     text: Program,
     tokenizer: ClipTokenizer,
     opts: ClipOptions,
-    device_used: Device,
+    gpu: Option<GpuEncoder>,
+    /// Set when the GPU failed under `auto`: the rest of the work runs on the CPU.
+    gpu_failed: AtomicBool,
 }
 
 impl Clip {
@@ -86,13 +104,38 @@ impl Clip {
         if opts.batch_size == 0 {
             return Err(Error::Invalid("batch size must be at least 1".into()));
         }
-        let device_used = match opts.device {
-            Device::Cpu | Device::Auto => Device::Cpu,
-            Device::Gpu => return Err(Error::Gpu("this build has no GPU engine yet".into())),
+        let gpu = match opts.device {
+            Device::Cpu => None,
+            Device::Gpu => Some(open_context(opts).and_then(|c| open_gpu(c, &ck, opts)).map_err(|e| Error::Gpu(e.to_string()))?),
+            Device::Auto => match open_context(opts) {
+                // lavapipe/llvmpipe/SwiftShader: far slower than the CPU engine on the same cores
+                Ok(c) if c.report.device_type == "Cpu" && opts.adapter.is_none() => {
+                    notice(
+                        opts,
+                        &format!(
+                            "the only GPU adapter is a software one ({}); the CPU engine is faster, running there \
+                             (--device gpu forces the adapter)",
+                            c.report.name
+                        ),
+                    );
+                    None
+                }
+                Ok(c) => match open_gpu(c, &ck, opts) {
+                    Ok(g) => Some(g),
+                    Err(e) => {
+                        notice(opts, &format!("GPU unusable ({e}); running on the CPU"));
+                        None
+                    }
+                },
+                Err(e) => {
+                    notice(opts, &format!("no usable GPU ({e}); running on the CPU"));
+                    None
+                }
+            },
         };
         let vision = Program::new(Tower::Vision, &ck.config, &ck.weights);
         let text = Program::new(Tower::Text, &ck.config, &ck.weights);
-        Ok(Clip { ck, vision, text, tokenizer, opts: opts.clone(), device_used })
+        Ok(Clip { ck, vision, text, tokenizer, opts: opts.clone(), gpu, gpu_failed: AtomicBool::new(false) })
     }
 
     pub fn config(&self) -> &model::ClipConfig {
@@ -108,9 +151,37 @@ impl Clip {
     pub fn embed_dim(&self) -> usize {
         self.ck.config.embed_dim
     }
-    /// The device the encoders run on.
+    /// The device the encoders run on now.
     pub fn device(&self) -> Device {
-        self.device_used
+        match self.active_gpu() {
+            Some(_) => Device::Gpu,
+            None => Device::Cpu,
+        }
+    }
+
+    /// The GPU encoder, while it is in use.
+    pub fn gpu(&self) -> Option<&GpuEncoder> {
+        self.active_gpu()
+    }
+
+    /// What runs the encoders, in words: `cpu (f32, N threads)` or `gpu NAME (backend, precision)`.
+    pub fn engine_description(&self) -> String {
+        match self.active_gpu() {
+            Some(g) => {
+                let r = &g.context().report;
+                format!("gpu {} ({}, {})", r.name, r.backend, g.precision())
+            }
+            None => format!("cpu (f32, {} threads)", rayon::current_num_threads()),
+        }
+    }
+
+    /// The storage precision the encoders use.
+    pub fn precision(&self) -> Precision {
+        self.active_gpu().map(|g| g.precision()).unwrap_or(Precision::F32)
+    }
+
+    fn active_gpu(&self) -> Option<&GpuEncoder> {
+        self.gpu.as_ref().filter(|_| !self.gpu_failed.load(Ordering::Relaxed))
     }
     /// `exp(logit_scale)`: logits are this times the cosine.
     pub fn logit_scale(&self) -> f32 {
@@ -119,29 +190,44 @@ impl Clip {
 
     /// Encodes preprocessed images (CHW f32, `3·S·S` values each, back to back) into
     /// L2-normalised embeddings, `[n, embed_dim]` flat.
-    pub fn encode_pixels(&self, pixels: &[f32], n: usize) -> Vec<f32> {
+    pub fn encode_pixels(&self, pixels: &[f32], n: usize) -> Result<Vec<f32>> {
         let s = self.ck.config.vision.image_size;
-        assert_eq!(pixels.len(), n * 3 * s * s, "encode_pixels: expected {n} images of 3x{s}x{s}");
         let per = 3 * s * s;
+        if pixels.len() != n * per {
+            return Err(Error::Invalid(format!(
+                "encode_pixels: {} values given, {n} images of 3x{s}x{s} need {}",
+                pixels.len(),
+                n * per
+            )));
+        }
         let mut out = Vec::with_capacity(n * self.embed_dim());
         for chunk in pixels.chunks(self.opts.batch_size * per) {
             let input = Input::Pixels { data: chunk, n: chunk.len() / per };
-            out.extend(self.run(Tower::Vision, &input));
+            out.extend(self.run(Tower::Vision, &input)?);
         }
-        out
+        Ok(out)
     }
 
     /// Encodes token id sequences (each `[SOT, …, EOT]`, at most the context length).
-    pub fn encode_ids(&self, ids: &[Vec<u32>]) -> Vec<f32> {
+    pub fn encode_ids(&self, ids: &[Vec<u32>]) -> Result<Vec<f32>> {
+        let (vocab, ctx) = (self.ck.config.text.vocab_size, self.ck.config.text.context_length);
+        for (i, t) in ids.iter().enumerate() {
+            if t.is_empty() || t.len() > ctx || t.iter().any(|&id| id as usize >= vocab) {
+                return Err(Error::Invalid(format!(
+                    "token sequence #{i}: must hold 1 to {ctx} ids below {vocab}, got {} ids",
+                    t.len()
+                )));
+            }
+        }
         let mut out = Vec::with_capacity(ids.len() * self.embed_dim());
         for chunk in ids.chunks(self.opts.batch_size.max(1) * 4) {
-            out.extend(self.run(Tower::Text, &Input::Tokens(chunk)));
+            out.extend(self.run(Tower::Text, &Input::Tokens(chunk))?);
         }
-        out
+        Ok(out)
     }
 
     /// Tokenises and encodes texts: `[n, embed_dim]` flat, L2-normalised.
-    pub fn encode_texts<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Vec<f32> {
+    pub fn encode_texts<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Vec<f32>> {
         let ids: Vec<Vec<u32>> = texts.par_iter().map(|t| self.tokenizer.encode(t.as_ref())).collect();
         self.encode_ids(&ids)
     }
@@ -187,7 +273,7 @@ impl Clip {
     }
 
     /// Encodes already decoded images.
-    pub fn encode_images(&self, images: &[image::DynamicImage]) -> Vec<f32> {
+    pub fn encode_images(&self, images: &[image::DynamicImage]) -> Result<Vec<f32>> {
         let px: Vec<f32> =
             images.par_iter().flat_map_iter(|im| preprocess::preprocess_image(im, self.opts.variant)).collect();
         self.encode_pixels(&px, images.len())
@@ -196,18 +282,56 @@ impl Clip {
     fn encode_prepared(&self, prepared: Vec<Result<Vec<f32>>>) -> Vec<Result<Vec<f32>>> {
         let ok: Vec<&Vec<f32>> = prepared.iter().filter_map(|r| r.as_ref().ok()).collect();
         let px: Vec<f32> = ok.iter().flat_map(|v| v.iter().copied()).collect();
-        let emb = self.encode_pixels(&px, ok.len());
+        let emb = match self.encode_pixels(&px, ok.len()) {
+            Ok(e) => e,
+            // the encoder itself failed (a forced GPU): every image gets that error
+            Err(e) => {
+                let msg = e.to_string();
+                return prepared.into_iter().map(|r| r.and_then(|_| Err(Error::Gpu(msg.clone())))).collect();
+            }
+        };
         let e = self.embed_dim();
         let mut rows = emb.chunks(e);
         prepared.into_iter().map(|r| r.map(|_| rows.next().expect("one embedding per image").to_vec())).collect()
     }
 
-    fn run(&self, tower: Tower, input: &Input) -> Vec<f32> {
+    /// Runs one batch on the GPU if one is in use, else on the CPU. Under `auto` a GPU
+    /// failure (device lost, out of memory, …) is reported once, the batch is redone on the
+    /// CPU, and the CPU takes over: nothing is lost. A forced GPU returns the error.
+    fn run(&self, tower: Tower, input: &Input) -> Result<Vec<f32>> {
+        if let Some(g) = self.active_gpu() {
+            match g.encode(tower, input) {
+                Ok(e) => return Ok(e),
+                Err(e) if self.opts.device == Device::Auto && !matches!(e, GpuError::InvalidInput(_)) => {
+                    self.gpu_failed.store(true, Ordering::Relaxed);
+                    notice(&self.opts, &format!("{e}; redoing the batch and continuing on the CPU"));
+                }
+                Err(e) => return Err(Error::Gpu(e.to_string())),
+            }
+        }
         let program = match tower {
             Tower::Vision => &self.vision,
             Tower::Text => &self.text,
         };
-        crate::cpu::run(program, &self.ck.config, &self.ck.weights.params, input)
+        Ok(crate::cpu::run(program, &self.ck.config, &self.ck.weights.params, input))
+    }
+}
+
+fn open_context(opts: &ClipOptions) -> std::result::Result<gpu::Context, GpuError> {
+    gpu::Context::new(&gpu::ContextOptions { adapter: opts.adapter.clone(), backend: opts.backend.clone() })
+}
+
+fn open_gpu(ctx: gpu::Context, ck: &Checkpoint, opts: &ClipOptions) -> std::result::Result<GpuEncoder, GpuError> {
+    let precision = opts.precision.unwrap_or_else(|| ctx.default_precision());
+    if precision == Precision::F16 && !ctx.has_f16() {
+        return Err(GpuError::Unsupported(format!("{} has no SHADER_F16: use --precision f32", ctx.report.name)));
+    }
+    GpuEncoder::from_checkpoint(&ctx, ck, precision)
+}
+
+fn notice(opts: &ClipOptions, msg: &str) {
+    if opts.notices {
+        eprintln!("clip-wgpu: {msg}");
     }
 }
 

@@ -9,6 +9,7 @@
 pub mod clip;
 pub mod cpu;
 pub mod error;
+pub mod gpu;
 pub mod model;
 pub mod preprocess;
 pub mod text;

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 use serde_json::json;
 
+use clip_wgpu::gpu::Precision;
 use clip_wgpu::model::Activation;
 use clip_wgpu::preprocess::Variant;
 use clip_wgpu::{clip_score, clip_score_mean, cosine, Clip, ClipOptions, Device};
@@ -30,8 +31,12 @@ enum Command {
     Score(ScoreArgs),
     /// Print L2-normalised embeddings of images and texts.
     Embed(EmbedArgs),
-    /// Show the model, the tokenizer and the devices that would run.
-    Info(ModelArgs),
+    /// List every GPU adapter (backend, driver, features, limits, the path it would run) and,
+    /// with a model, its configuration.
+    Info(InfoArgs),
+    /// Compare every GPU adapter and precision against the CPU engine: max abs error and min
+    /// cosine of the embeddings, both towers, batch sizes 1, 7 and 32.
+    Validate(ValidateArgs),
 }
 
 #[derive(Args, Clone)]
@@ -57,6 +62,50 @@ struct ModelArgs {
     /// Images per encoder batch.
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
+    /// GPU adapter: a substring of its name or its index in `clip-wgpu info`.
+    #[arg(long, env = "CLIP_WGPU_ADAPTER")]
+    adapter: Option<String>,
+    /// GPU backend.
+    #[arg(long, value_enum, env = "CLIP_WGPU_BACKEND")]
+    backend: Option<BackendArg>,
+    /// GPU storage precision: f16 (f32 accumulation; the default where the adapter has
+    /// SHADER_F16) or f32. The CPU engine always computes in f32.
+    #[arg(long, value_enum, env = "CLIP_WGPU_PRECISION", default_value_t = PrecisionArg::Auto)]
+    precision: PrecisionArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BackendArg {
+    Vulkan,
+    Metal,
+    Dx12,
+    Gl,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum PrecisionArg {
+    Auto,
+    F32,
+    F16,
+}
+
+#[derive(Args)]
+struct InfoArgs {
+    /// A checkpoint to describe too.
+    #[arg(long, env = "CLIP_WGPU_MODEL")]
+    model: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct ValidateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Batch sizes to compare at.
+    #[arg(long, num_args = 1.., default_values_t = [1, 7, 32])]
+    batch_sizes: Vec<usize>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -122,6 +171,7 @@ fn main() -> ExitCode {
         Command::Score(a) => score(a),
         Command::Embed(a) => embed(a),
         Command::Info(a) => info(a),
+        Command::Validate(a) => validate(a),
     };
     match result {
         Ok(code) => code,
@@ -175,6 +225,21 @@ fn load(m: &ModelArgs) -> Result<Clip, clip_wgpu::Error> {
         },
         tokenizer: m.tokenizer.clone(),
         batch_size: m.batch_size,
+        adapter: m.adapter.clone(),
+        backend: m.backend.map(|b| {
+            match b {
+                BackendArg::Vulkan => "vulkan",
+                BackendArg::Metal => "metal",
+                BackendArg::Dx12 => "dx12",
+                BackendArg::Gl => "gl",
+            }
+            .to_string()
+        }),
+        precision: match m.precision {
+            PrecisionArg::Auto => None,
+            PrecisionArg::F32 => Some(Precision::F32),
+            PrecisionArg::F16 => Some(Precision::F16),
+        },
         ..ClipOptions::default()
     };
     Clip::load(path, &opts)
@@ -208,7 +273,7 @@ fn write_json(v: &impl Serialize) -> Result<(), clip_wgpu::Error> {
 fn embed(a: EmbedArgs) -> Result<ExitCode, clip_wgpu::Error> {
     let clip = load(&a.model)?;
     let imgs = clip.encode_image_files(&a.images);
-    let txts = clip.encode_texts(&a.texts);
+    let txts = clip.encode_texts(&a.texts)?;
     let mut failed = 0;
     let images: Vec<Item> = a
         .images
@@ -238,8 +303,11 @@ fn embed(a: EmbedArgs) -> Result<ExitCode, clip_wgpu::Error> {
             struct Out<'a> {
                 images: Vec<Item<'a>>,
                 texts: Vec<Item<'a>>,
+                /// What computed them: `cpu (f32, …)` or `gpu NAME (backend, precision)`.
+                engine: String,
+                precision: Precision,
             }
-            write_json(&Out { images, texts })?
+            write_json(&Out { images, texts, engine: clip.engine_description(), precision: clip.precision() })?
         }
     }
     Ok(exit_code(failed))
@@ -248,7 +316,7 @@ fn embed(a: EmbedArgs) -> Result<ExitCode, clip_wgpu::Error> {
 fn score(a: ScoreArgs) -> Result<ExitCode, clip_wgpu::Error> {
     let clip = load(&a.model)?;
     let imgs = clip.encode_image_files(&a.images);
-    let txts = clip.encode_texts(&a.texts);
+    let txts = clip.encode_texts(&a.texts)?;
     let scale = clip.logit_scale();
     let mut rows = Vec::new();
     let mut errors = Vec::new();
@@ -315,17 +383,160 @@ fn score(a: ScoreArgs) -> Result<ExitCode, clip_wgpu::Error> {
     Ok(exit_code(failed))
 }
 
-fn info(m: ModelArgs) -> Result<ExitCode, clip_wgpu::Error> {
-    let clip = load(&m)?;
-    let ck = clip.checkpoint();
-    let v = json!({
-        "checkpoint": ck.path.display().to_string(),
-        "layout": ck.layout,
-        "config": ck.config,
-        "parameters": ck.weights.params.numel(),
-        "device": clip.device(),
-        "cpu_threads": rayon::current_num_threads(),
-    });
-    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+fn info(a: InfoArgs) -> Result<ExitCode, clip_wgpu::Error> {
+    let adapters = clip_wgpu::gpu::adapters(None).unwrap_or_default();
+    let auto = adapters.iter().find(|r| r.device_type != "Cpu" && r.backend != "gl");
+    let model = match &a.model {
+        Some(p) => {
+            let ck = clip_wgpu::model::load(p, &Default::default())?;
+            Some(json!({
+                "checkpoint": ck.path.display().to_string(),
+                "layout": ck.layout,
+                "config": ck.config,
+                "parameters": ck.weights.params.numel(),
+            }))
+        }
+        None => None,
+    };
+    let cpu = json!({"threads": rayon::current_num_threads(), "precision": "f32", "gemm": "gemm crate (runtime AVX-512/AVX2/NEON dispatch)"});
+    if a.json {
+        let v = json!({"adapters": adapters, "auto": auto.map(|r| r.index), "cpu": cpu, "model": model});
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("CPU engine: f32, {} threads, gemm crate with runtime ISA dispatch", rayon::current_num_threads());
+    if adapters.is_empty() {
+        println!("GPU adapters: none found (--device auto runs on the CPU)");
+    }
+    for r in &adapters {
+        let path = if r.shader_f16 {
+            "f16 storage + f32 accumulation (default) or f32"
+        } else {
+            "f32 only (no SHADER_F16)"
+        };
+        let ln = if r.subgroup { "subgroup layernorm" } else { "workgroup-memory layernorm" };
+        let coop = if r.cooperative_matrix.is_empty() {
+            "none".to_string()
+        } else {
+            r.cooperative_matrix.join(", ")
+        };
+        println!("[{}] {} — {}, {}, driver {} {}", r.index, r.name, r.backend, r.device_type, r.driver, r.driver_info);
+        println!(
+            "    features: SHADER_F16 {}, SUBGROUP {} (sizes {}–{}), TIMESTAMP_QUERY {}, cooperative matrix: {coop}",
+            yes(r.shader_f16),
+            yes(r.subgroup),
+            r.subgroup_min_size,
+            r.subgroup_max_size,
+            yes(r.timestamp_query)
+        );
+        println!(
+            "    limits: storage binding {} MiB, buffer {} MiB, workgroup memory {} KiB, {} invocations",
+            r.max_storage_buffer_binding_size >> 20,
+            r.max_buffer_size >> 20,
+            r.max_compute_workgroup_storage_size >> 10,
+            r.max_compute_invocations_per_workgroup
+        );
+        let chosen = if auto.is_some_and(|x| x.index == r.index) {
+            "chosen by --device auto"
+        } else if r.device_type == "Cpu" {
+            "software adapter: --device auto prefers the CPU engine; --device gpu uses it"
+        } else {
+            "select with --adapter"
+        };
+        println!("    would run: {path}, {ln}; {chosen}");
+    }
+    if let Some(m) = model {
+        println!("model: {}", serde_json::to_string_pretty(&m).unwrap_or_default());
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+fn yes(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+fn validate(a: ValidateArgs) -> Result<ExitCode, clip_wgpu::Error> {
+    use clip_wgpu::gpu::{Context, GpuEncoder};
+    use clip_wgpu::model::{Input, Program, Tower};
+    let path = resolve_model(&a.model.model)?;
+    let ck = clip_wgpu::model::load(&path, &Default::default())?;
+    let cfg = &ck.config;
+    let s = cfg.vision.image_size;
+    let max_b = a.batch_sizes.iter().copied().max().unwrap_or(1);
+    // deterministic inputs: smooth pixel patterns, and texts of lengths 2..=context
+    let px: Vec<f32> = (0..max_b * 3 * s * s).map(|i| (2.0 * (0.001 * i as f64).sin()) as f32).collect();
+    let ids: Vec<Vec<u32>> = (0..max_b)
+        .map(|b| {
+            let len = 2 + (b * 11) % (cfg.text.context_length - 1);
+            let mut t: Vec<u32> = (0..len).map(|j| (320 + 37 * (b + j)) as u32 % 49000).collect();
+            t[0] = 49406;
+            t[len - 1] = 49407;
+            t
+        })
+        .collect();
+    let programs = [Program::new(Tower::Vision, cfg, &ck.weights), Program::new(Tower::Text, cfg, &ck.weights)];
+    let mut reference = Vec::new();
+    for p in &programs {
+        let input = match p.tower {
+            Tower::Vision => Input::Pixels { data: &px, n: max_b },
+            Tower::Text => Input::Tokens(&ids),
+        };
+        reference.push(clip_wgpu::cpu::run(p, cfg, &ck.weights.params, &input));
+    }
+    let e = cfg.embed_dim;
+    println!("{:<40} {:<6} {:<8} {:>5} {:>12} {:>12}", "adapter", "prec", "tower", "batch", "max abs err", "min cosine");
+    let mut worst_failed = false;
+    let contexts = Context::all();
+    if contexts.is_empty() {
+        println!("no GPU adapter found: nothing to validate");
+    }
+    for ctx in contexts {
+        let ctx = match ctx {
+            Ok(c) => c,
+            Err(err) => {
+                println!("(adapter skipped: {err})");
+                continue;
+            }
+        };
+        let precisions: Vec<Precision> =
+            if ctx.has_f16() { vec![Precision::F32, Precision::F16] } else { vec![Precision::F32] };
+        for prec in precisions {
+            let enc = match GpuEncoder::from_checkpoint(&ctx, &ck, prec) {
+                Ok(g) => g,
+                Err(err) => {
+                    println!("{:<40} {:<6} error: {err}", ctx.report.name, prec.name());
+                    worst_failed = true;
+                    continue;
+                }
+            };
+            for (p, want) in programs.iter().zip(&reference) {
+                for &b in &a.batch_sizes {
+                    let input = match p.tower {
+                        Tower::Vision => Input::Pixels { data: &px[..b * 3 * s * s], n: b },
+                        Tower::Text => Input::Tokens(&ids[..b]),
+                    };
+                    match enc.encode(p.tower, &input) {
+                        Ok(got) => {
+                            let err = got.iter().zip(want).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+                            let cos = (0..b)
+                                .map(|i| cosine(&got[i * e..(i + 1) * e], &want[i * e..(i + 1) * e]))
+                                .fold(1f32, f32::min);
+                            let name: String = ctx.report.name.chars().take(40).collect();
+                            let tower = format!("{:?}", p.tower).to_lowercase();
+                            println!("{name:<40} {:<6} {tower:<8} {b:>5} {err:>12.3e} {cos:>12.7}", prec.name());
+                        }
+                        Err(err) => {
+                            println!("{:<40} {:<6} batch {b}: error: {err}", ctx.report.name, prec.name());
+                            worst_failed = true;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(exit_code(worst_failed as usize))
 }

@@ -2,9 +2,9 @@
 //! written out by its SPIR-V (Vulkan), MSL (Metal), HLSL (DX12) and GLSL (GL) backends, so
 //! portability is checked on machines that lack those GPUs.
 //!
-//! GLSL: naga's GLSL writer has no f16 support, so the f16 variants are expected to fail
-//! there (asserted, so that a naga that gains it is noticed); every f32 variant, with or
-//! without subgroups, must translate.
+//! GLSL: naga's GLSL writer has no f16 support, so variants whose entry point uses f16 are
+//! allowed to fail there (they are counted; GL adapters lack SHADER_F16 anyway and run the
+//! f32 path); every f32 variant, with or without subgroups, must translate.
 
 mod common;
 use common::reference::*;
@@ -38,12 +38,17 @@ fn validate(key: &KernelKey) -> Result<(naga::Module, naga::valid::ModuleInfo), 
 }
 
 fn entry(module: &naga::Module, key: &KernelKey) -> usize {
-    module.entry_points.iter().position(|e| e.name == key.entry()).unwrap_or_else(|| panic!("{}: no entry {}", key.name(), key.entry()))
+    module
+        .entry_points
+        .iter()
+        .position(|e| e.name == key.entry())
+        .unwrap_or_else(|| panic!("{}: no entry {}", key.name(), key.entry()))
 }
 
 fn spirv(m: &naga::Module, info: &naga::valid::ModuleInfo, key: &KernelKey) -> Result<usize, String> {
     let opts = naga::back::spv::Options { lang_version: (1, 3), ..Default::default() };
-    let po = naga::back::spv::PipelineOptions { shader_stage: naga::ShaderStage::Compute, entry_point: key.entry().into() };
+    let po =
+        naga::back::spv::PipelineOptions { shader_stage: naga::ShaderStage::Compute, entry_point: key.entry().into() };
     naga::back::spv::write_vec(m, info, &opts, Some(&po)).map(|w| w.len()).map_err(|e| format!("{e:?}"))
 }
 
@@ -77,7 +82,8 @@ fn glsl(m: &naga::Module, info: &naga::valid::ModuleInfo, key: &KernelKey) -> Re
         multiview: None,
     };
     let mut s = String::new();
-    let mut w = naga::back::glsl::Writer::new(&mut s, m, info, &opts, &po, Default::default()).map_err(|e| format!("{e:?}"))?;
+    let mut w =
+        naga::back::glsl::Writer::new(&mut s, m, info, &opts, &po, Default::default()).map_err(|e| format!("{e:?}"))?;
     w.write().map_err(|e| format!("{e:?}"))?;
     Ok(s.len())
 }
@@ -94,7 +100,9 @@ fn check_all(keys: &[KernelKey]) {
             }
         };
         entry(&m, key);
-        for (backend, r) in [("spirv", spirv(&m, &info, key)), ("msl", msl(&m, &info, key)), ("hlsl", hlsl(&m, &info, key))] {
+        for (backend, r) in
+            [("spirv", spirv(&m, &info, key)), ("msl", msl(&m, &info, key)), ("hlsl", hlsl(&m, &info, key))]
+        {
             if let Err(e) = r {
                 failures.push(format!("{}: {backend}: {e}", key.name()));
             }
@@ -103,11 +111,12 @@ fn check_all(keys: &[KernelKey]) {
             (Ok(_), false) => {}
             (Err(e), false) => failures.push(format!("{}: glsl: {e}", key.name())),
             (Err(_), true) => glsl_f16_failures += 1,
-            (Ok(_), true) => eprintln!("note: {}: naga's GLSL writer now handles f16", key.name()),
+            // (variants that declare f16 but whose entry point does not use it translate)
+            (Ok(_), true) => {}
         }
     }
     eprintln!(
-        "{} variants: naga-validated and written as SPIR-V, MSL, HLSL; GLSL for all f32 ones ({} f16 variants not expressible in naga's GLSL)",
+        "{} variants: naga-validated and written as SPIR-V, MSL, HLSL; GLSL for all f32 ones ({} f16 variants not written by naga's GLSL backend)",
         keys.len(),
         glsl_f16_failures
     );
@@ -124,7 +133,12 @@ fn every_variant_in_the_catalog_translates() {
         assert!(keys.iter().any(|k| k.file() == file), "{file} has no variant");
     }
     let in_dir: Vec<String> = std::fs::read_dir(root().join("shaders"))
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.ends_with(".wgsl")).collect())
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".wgsl"))
+                .collect()
+        })
         .unwrap_or_default();
     for f in &in_dir {
         assert!(shader::FILES.iter().any(|(n, _)| n == f), "shaders/{f} is not known to gpu::shader::FILES");

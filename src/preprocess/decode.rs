@@ -375,7 +375,24 @@ pub fn decode_native(bytes: &[u8], limits: &Limits) -> Result<Decoded, Preproces
         .unwrap_or_else(|_| Err(corrupt("the decoder panicked on this input")))
 }
 
+/// The decompression-bomb check, from the header's size, before any pixel is decoded.
+pub(super) fn check_dimensions(w: u32, h: u32, limits: &Limits) -> Result<(), PreprocessError> {
+    if w == 0 || h == 0 {
+        return Err(PreprocessError::Corrupt(format!("image has a zero dimension ({w}x{h})")));
+    }
+    if w as u64 * h as u64 > limits.max_pixels || w > 16_000_000 || h > 16_000_000 {
+        return Err(PreprocessError::TooManyPixels { width: w, height: h, limit: limits.max_pixels });
+    }
+    Ok(())
+}
+
 fn decode_format(bytes: &[u8], format: ImageFormat, limits: &Limits) -> Result<Decoded, PreprocessError> {
+    // libjpeg-turbo, as Pillow: bit-exact samples (the zune-jpeg path below differs by a few
+    // levels). It checks the header's size against `limits` itself.
+    #[cfg(feature = "libjpeg")]
+    if format == ImageFormat::Jpeg {
+        return super::jpeg::decode(bytes, limits);
+    }
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     let mut il = image::Limits::default();
     // Budget for the largest layout we may hold (RGBA16 = 8 bytes/pixel) plus slack.
@@ -383,16 +400,7 @@ fn decode_format(bytes: &[u8], format: ImageFormat, limits: &Limits) -> Result<D
     reader.limits(il);
     let decoder = reader.into_decoder().map_err(map_image_error)?;
     let (w, h) = decoder.dimensions();
-    if w == 0 || h == 0 {
-        return Err(PreprocessError::Corrupt(format!("image has a zero dimension ({w}x{h})")));
-    }
-    let px = w as u64 * h as u64;
-    if px > limits.max_pixels {
-        return Err(PreprocessError::TooManyPixels { width: w, height: h, limit: limits.max_pixels });
-    }
-    if w > 16_000_000 || h > 16_000_000 {
-        return Err(PreprocessError::TooManyPixels { width: w, height: h, limit: limits.max_pixels });
-    }
+    check_dimensions(w, h, limits)?;
 
     if format == ImageFormat::Jpeg && jpeg_is_truncated(bytes) {
         return Err(corrupt("JPEG data ends before the end-of-image marker"));

@@ -9,9 +9,13 @@
 //! read as `CMYK;I` ("assume adobe conventions"): every sample is inverted, Adobe marker or not.
 //!
 //! The decoder here is the same C code: mozjpeg's decompressor is libjpeg-turbo's, vendored
-//! and built by the `mozjpeg-sys` crate (no system library; NASM only for the optional SIMD
-//! build, whose integer IDCT, upsampling and colour conversion are bit-exact with the C code).
-//! Every fixture decodes to exactly Pillow's samples.
+//! and built by the `mozjpeg-sys` crate (no system library). Its SIMD code is assembled with
+//! NASM when `nasm` is installed (`mozjpeg-sys/nasm_simd`; without it the build falls back to
+//! the C code with a cargo warning). Valid files decode to exactly Pillow's samples either way
+//! (the SIMD integer IDCT, upsampling and colour conversion are bit-exact with the C code on
+//! in-range data); on corrupt entropy data, whose out-of-range coefficients the 16-bit SIMD IDCT
+//! wraps differently from the 32-bit C one, only the SIMD build matches Pillow's wheels (which
+//! use SIMD) in the garbage blocks.
 //!
 //! Errors: libjpeg's `error_exit` is replaced by one that unwinds (`resume_unwind`, through C
 //! compiled with `-fexceptions` and `extern "C-unwind"` callbacks, which is how the `mozjpeg`
@@ -36,6 +40,8 @@ use super::{Limits, PreprocessError};
 thread_local! {
     /// Set when libjpeg's source ran out of data on this thread (see [`emit_message`]).
     static HIT_EOF: Cell<bool> = const { Cell::new(false) };
+    /// `msg_code` of the last fatal error raised on this thread (see [`error_exit`]).
+    static ERROR_CODE: Cell<c_int> = const { Cell::new(0) };
 }
 
 /// libjpeg's `JMSG_LENGTH_MAX`: the size of the buffer `format_message` writes into.
@@ -52,8 +58,7 @@ fn message(cinfo: &mut ffi::jpeg_common_struct) -> String {
     let formatted = unsafe {
         match cinfo.err.as_ref().and_then(|e| e.format_message) {
             Some(f) => {
-                let f: unsafe extern "C-unwind" fn(&mut ffi::jpeg_common_struct, *mut u8) =
-                    std::mem::transmute(f);
+                let f: unsafe extern "C-unwind" fn(&mut ffi::jpeg_common_struct, *mut u8) = std::mem::transmute(f);
                 f(cinfo, buf.as_mut_ptr());
                 true
             }
@@ -70,6 +75,9 @@ fn message(cinfo: &mut ffi::jpeg_common_struct) -> String {
 /// `error_exit`: must not return. Unwinds to the `catch_unwind` in [`decode`] (without running
 /// the panic hook, so nothing is printed).
 extern "C-unwind" fn error_exit(cinfo: &mut ffi::jpeg_common_struct) {
+    // SAFETY: as in `message`, `cinfo.err` points at the live error manager.
+    let code = unsafe { cinfo.err.as_ref().map_or(0, |e| e.msg_code) };
+    ERROR_CODE.with(|c| c.set(code));
     let msg = message(cinfo);
     std::panic::resume_unwind(Box::new(msg));
 }
@@ -110,12 +118,15 @@ fn truncated() -> PreprocessError {
 /// decoded or allocated.
 pub(super) fn decode(bytes: &[u8], limits: &Limits) -> Result<Decoded, PreprocessError> {
     HIT_EOF.with(|f| f.set(false));
+    ERROR_CODE.with(|c| c.set(0));
     let result = catch_unwind(AssertUnwindSafe(|| decode_inner(bytes, limits)));
     let hit_eof = HIT_EOF.with(|f| f.replace(false));
+    let code = ERROR_CODE.with(|c| c.replace(0));
     match result {
         Ok(r) => r,
-        // libjpeg gave up after running out of data ("no image", "premature end"...).
-        Err(_) if hit_eof => Err(truncated()),
+        // libjpeg gave up after running out of data ("no image in the JPEG file", or a marker
+        // length past the end of the file).
+        Err(_) if hit_eof || code == ffi::JERR_FILE_READ => Err(truncated()),
         Err(payload) => {
             let msg = payload
                 .downcast_ref::<String>()
@@ -130,10 +141,7 @@ pub(super) fn decode(bytes: &[u8], limits: &Limits) -> Result<Decoded, Preproces
 fn decode_inner(bytes: &[u8], limits: &Limits) -> Result<Decoded, PreprocessError> {
     let hit_eof = || HIT_EOF.with(|f| f.get());
     // `from_mem` runs `jpeg_read_header`: markers up to the first SOS, no pixel data.
-    let dec = Decompress::builder()
-        .with_err(error_mgr())
-        .from_mem(bytes)
-        .map_err(|e| corrupt(e.to_string()))?;
+    let dec = Decompress::builder().with_err(error_mgr()).from_mem(bytes).map_err(|e| corrupt(e.to_string()))?;
     if hit_eof() {
         return Err(truncated());
     }
@@ -147,25 +155,25 @@ fn decode_inner(bytes: &[u8], limits: &Limits) -> Result<Decoded, PreprocessErro
         1 => ColorSpace::JCS_GRAYSCALE,
         3 => ColorSpace::JCS_RGB,
         4 => ColorSpace::JCS_CMYK,
-        n => {
-            return Err(PreprocessError::Unsupported(format!(
-                "JPEG with {n} components (Pillow reads 1, 3 or 4)"
-            )))
-        }
+        n => return Err(PreprocessError::Unsupported(format!("JPEG with {n} components (Pillow reads 1, 3 or 4)"))),
     };
     // Progressive files are read whole here (`jpeg_start_decompress` consumes every scan).
-    let mut started = dec
-        .to_colorspace(out)
-        .map_err(|e| corrupt(e.to_string()))?;
-    let mut v: Vec<u8> = started
-        .read_scanlines()
-        .map_err(|e| corrupt(e.to_string()))?;
+    let mut started = dec.to_colorspace(out).map_err(|e| corrupt(e.to_string()))?;
+    let mut v: Vec<u8> = started.read_scanlines().map_err(|e| corrupt(e.to_string()))?;
     if hit_eof() {
         return Err(truncated());
     }
     // Pillow calls `jpeg_finish_decompress` too (an error there is an error), but data running
-    // out at this point is accepted (`JpegDecode.c`: suspension with every line read is done).
-    started.finish().map_err(|e| corrupt(e.to_string()))?;
+    // out at this point is accepted (`JpegDecode.c`: suspension with every line read is done):
+    // a missing EOI (the source fakes one), or a marker whose length points past the end of the
+    // file (the `mozjpeg` source's `skip_input_data` then fails with `JERR_FILE_READ`; a slice
+    // reader has no other read error).
+    ERROR_CODE.with(|c| c.set(0));
+    match catch_unwind(AssertUnwindSafe(move || started.finish())) {
+        Ok(r) => r.map_err(|e| corrupt(e.to_string()))?,
+        Err(_) if ERROR_CODE.with(|c| c.get()) == ffi::JERR_FILE_READ => {}
+        Err(payload) => std::panic::resume_unwind(payload),
+    }
     let pixels = match out {
         ColorSpace::JCS_GRAYSCALE => Pixels::L(v),
         ColorSpace::JCS_RGB => Pixels::Rgb(v),

@@ -21,6 +21,8 @@
 //! they agree exactly.
 
 mod decode;
+#[cfg(feature = "libjpeg")]
+mod jpeg;
 pub mod resample;
 
 pub use decode::{decode_native, Decoded, Pixels};

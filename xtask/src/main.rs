@@ -110,7 +110,7 @@ fn bench(b: Bench) -> Result<()> {
         let times = if tower == "image" {
             let px: Vec<f32> = (0..n * 3 * 224 * 224).map(|i| ((i % 251) as f32 / 125.0) - 1.0).collect();
             time_it(b.warmup, b.num_runs, || {
-                clip.encode_pixels(&px, n);
+                clip.encode_pixels(&px, n).unwrap();
             })
         } else {
             let mut ids = vec![320u32; tokens];
@@ -118,7 +118,7 @@ fn bench(b: Bench) -> Result<()> {
             ids[tokens - 1] = 49407;
             let batch = vec![ids; n];
             time_it(b.warmup, b.num_runs, || {
-                clip.encode_ids(&batch);
+                clip.encode_ids(&batch).unwrap();
             })
         };
         rows.push(row("clip-wgpu", tower, n, tokens, &times));

@@ -1,0 +1,282 @@
+//! Instance, adapter and device: enumeration (for `info`), selection by name substring or
+//! index and by backend, and a device with the optional features that matter requested
+//! when present (never required) and the adapter's own limits.
+
+use std::sync::{Arc, Mutex};
+
+use super::{GpuError, Precision};
+
+/// What `info` shows about one adapter.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AdapterReport {
+    /// Position in [`adapters`]'s list (what `--adapter N` selects).
+    pub index: usize,
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub driver_info: String,
+    pub shader_f16: bool,
+    pub subgroup: bool,
+    pub timestamp_query: bool,
+    /// `EXPERIMENTAL_COOPERATIVE_MATRIX` configurations, e.g. `16x16x16 f16→f32`; empty when absent.
+    pub cooperative_matrix: Vec<String>,
+    pub subgroup_min_size: u32,
+    pub subgroup_max_size: u32,
+    pub max_storage_buffer_binding_size: u64,
+    pub max_buffer_size: u64,
+    pub max_compute_workgroup_storage_size: u32,
+    pub max_compute_invocations_per_workgroup: u32,
+    pub min_storage_buffer_offset_alignment: u32,
+    /// The precision the engine would choose by default there.
+    pub default_precision: Precision,
+}
+
+impl AdapterReport {
+    fn new(index: usize, a: &wgpu::Adapter) -> AdapterReport {
+        let info = a.get_info();
+        let f = a.features();
+        let l = a.limits();
+        let coop = if f.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+            a.cooperative_matrix_properties()
+                .iter()
+                .map(|c| format!("{}x{}x{} {:?}→{:?}", c.m_size, c.n_size, c.k_size, c.ab_type, c.cr_type))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        AdapterReport {
+            index,
+            name: info.name.clone(),
+            backend: backend_name(info.backend).to_string(),
+            device_type: format!("{:?}", info.device_type),
+            driver: info.driver.clone(),
+            driver_info: info.driver_info.clone(),
+            shader_f16: f.contains(wgpu::Features::SHADER_F16),
+            subgroup: f.contains(wgpu::Features::SUBGROUP),
+            timestamp_query: f.contains(wgpu::Features::TIMESTAMP_QUERY),
+            cooperative_matrix: coop,
+            subgroup_min_size: info.subgroup_min_size,
+            subgroup_max_size: info.subgroup_max_size,
+            max_storage_buffer_binding_size: l.max_storage_buffer_binding_size,
+            max_buffer_size: l.max_buffer_size,
+            max_compute_workgroup_storage_size: l.max_compute_workgroup_storage_size,
+            max_compute_invocations_per_workgroup: l.max_compute_invocations_per_workgroup,
+            min_storage_buffer_offset_alignment: l.min_storage_buffer_offset_alignment,
+            default_precision: if f.contains(wgpu::Features::SHADER_F16) { Precision::F16 } else { Precision::F32 },
+        }
+    }
+}
+
+/// `vulkan`, `metal`, `dx12`, `gl`, …
+pub fn backend_name(b: wgpu::Backend) -> &'static str {
+    match b {
+        wgpu::Backend::Vulkan => "vulkan",
+        wgpu::Backend::Metal => "metal",
+        wgpu::Backend::Dx12 => "dx12",
+        wgpu::Backend::Gl => "gl",
+        wgpu::Backend::BrowserWebGpu => "webgpu",
+        wgpu::Backend::Noop => "noop",
+    }
+}
+
+/// Parses `vulkan|metal|dx12|gl` (also `vk`, `d3d12`, `opengl`, `gles`).
+pub fn parse_backend(s: &str) -> Result<wgpu::Backends, GpuError> {
+    match s.to_ascii_lowercase().as_str() {
+        "vulkan" | "vk" => Ok(wgpu::Backends::VULKAN),
+        "metal" | "mtl" => Ok(wgpu::Backends::METAL),
+        "dx12" | "d3d12" | "directx" => Ok(wgpu::Backends::DX12),
+        "gl" | "gles" | "opengl" => Ok(wgpu::Backends::GL),
+        _ => Err(GpuError::UnknownBackend(s.to_string())),
+    }
+}
+
+/// How to pick an adapter.
+#[derive(Debug, Clone, Default)]
+pub struct ContextOptions {
+    /// A case-insensitive substring of the adapter's name, or its index in [`adapters`]'s list.
+    pub adapter: Option<String>,
+    /// Restrict to one backend (`vulkan|metal|dx12|gl`). Without it all are searched and,
+    /// when no adapter is named, a non-GL one is preferred (discrete, integrated, virtual,
+    /// other, CPU), GL only when there is nothing else.
+    pub backend: Option<String>,
+}
+
+fn instance(backends: wgpu::Backends) -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = backends;
+    wgpu::Instance::new(desc)
+}
+
+fn enumerate(backends: wgpu::Backends) -> (wgpu::Instance, Vec<wgpu::Adapter>) {
+    let inst = instance(backends);
+    let list = pollster::block_on(inst.enumerate_adapters(backends));
+    (inst, list)
+}
+
+fn backends_for(backend: Option<&str>) -> Result<wgpu::Backends, GpuError> {
+    match backend {
+        Some(b) => parse_backend(b),
+        None => Ok(wgpu::Backends::PRIMARY | wgpu::Backends::GL),
+    }
+}
+
+/// Every adapter of the selected backend (of all of them when `backend` is `None`), in the
+/// order `--adapter N` indexes.
+pub fn adapters(backend: Option<&str>) -> Result<Vec<AdapterReport>, GpuError> {
+    let (_i, list) = enumerate(backends_for(backend)?);
+    Ok(list.iter().enumerate().map(|(i, a)| AdapterReport::new(i, a)).collect())
+}
+
+fn type_rank(t: wgpu::DeviceType) -> u32 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    }
+}
+
+/// Errors the device reported outside an error scope, and whether it was lost.
+#[derive(Debug, Default)]
+pub(crate) struct ErrorSink {
+    pub errors: Mutex<Vec<String>>,
+    pub lost: Mutex<Option<String>>,
+}
+
+/// An adapter and its device, ready to run kernels. Cheap to clone (handles).
+#[derive(Clone)]
+pub struct Context {
+    pub instance: wgpu::Instance,
+    pub adapter: wgpu::Adapter,
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub report: AdapterReport,
+    pub(crate) sink: Arc<ErrorSink>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").field("adapter", &self.report.name).field("backend", &self.report.backend).finish()
+    }
+}
+
+impl Context {
+    /// Picks an adapter as `opts` says (by default the best GPU of the primary backends:
+    /// discrete, then integrated, virtual, other, CPU) and opens a device on it.
+    pub fn new(opts: &ContextOptions) -> Result<Context, GpuError> {
+        let (inst, list) = enumerate(backends_for(opts.backend.as_deref())?);
+        let reports: Vec<AdapterReport> = list.iter().enumerate().map(|(i, a)| AdapterReport::new(i, a)).collect();
+        let chosen = match &opts.adapter {
+            Some(sel) => match sel.trim().parse::<usize>() {
+                Ok(i) => (i < list.len()).then_some(i),
+                Err(_) => {
+                    let s = sel.to_lowercase();
+                    reports.iter().position(|r| r.name.to_lowercase().contains(&s))
+                }
+            },
+            // GL last: its shader compilation is very slow on llvmpipe.
+            None => (0..list.len()).min_by_key(|&i| {
+                let info = list[i].get_info();
+                (info.backend == wgpu::Backend::Gl, type_rank(info.device_type), i)
+            }),
+        };
+        if let Some(i) = chosen {
+            return Context::open(inst, list[i].clone(), reports[i].clone());
+        }
+        let what = match (&opts.adapter, &opts.backend) {
+            (Some(a), Some(b)) => format!(" matching `{a}` on backend {b}"),
+            (Some(a), None) => format!(" matching `{a}`"),
+            (None, Some(b)) => format!(" on backend {b}"),
+            (None, None) => String::new(),
+        };
+        let seen: Vec<String> = reports.iter().map(|r| format!("#{} {} ({})", r.index, r.name, r.backend)).collect();
+        let seen = if seen.is_empty() { String::new() } else { format!(" (present: {})", seen.join(", ")) };
+        Err(GpuError::NoAdapter(format!("{what}{seen}")))
+    }
+
+    /// Opens a device on `adapter`, requesting SHADER_F16 and SUBGROUP where present and
+    /// the adapter's own limits.
+    pub fn open(instance: wgpu::Instance, adapter: wgpu::Adapter, report: AdapterReport) -> Result<Context, GpuError> {
+        let wanted = wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP;
+        let features = adapter.features() & wanted;
+        let desc = wgpu::DeviceDescriptor {
+            label: Some("clip-wgpu"),
+            required_features: features,
+            required_limits: adapter.limits(),
+            ..Default::default()
+        };
+        let (device, queue) = pollster::block_on(adapter.request_device(&desc))
+            .map_err(|e| GpuError::RequestDevice { adapter: report.name.clone(), msg: e.to_string() })?;
+        let sink = Arc::new(ErrorSink::default());
+        {
+            let s = sink.clone();
+            device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+                s.errors.lock().unwrap().push(e.to_string());
+            }));
+            let s = sink.clone();
+            device.set_device_lost_callback(move |reason, msg| {
+                *s.lost.lock().unwrap() = Some(format!("{reason:?}: {msg}"));
+            });
+        }
+        Ok(Context { instance, adapter, device, queue, report, sink })
+    }
+
+    /// One context per adapter of the primary backends (Vulkan, Metal, DX12).
+    pub fn all() -> Vec<Result<Context, GpuError>> {
+        Self::open_all(wgpu::Backends::PRIMARY)
+    }
+
+    /// One context per adapter of one backend (`vulkan|metal|dx12|gl`).
+    pub fn all_of(backend: &str) -> Vec<Result<Context, GpuError>> {
+        match parse_backend(backend) {
+            Ok(b) => Self::open_all(b),
+            Err(e) => vec![Err(e)],
+        }
+    }
+
+    fn open_all(backends: wgpu::Backends) -> Vec<Result<Context, GpuError>> {
+        let (inst, list) = enumerate(backends);
+        list.iter().enumerate().map(|(i, a)| Context::open(inst.clone(), a.clone(), AdapterReport::new(i, a))).collect()
+    }
+
+    pub fn has_f16(&self) -> bool {
+        self.device.features().contains(wgpu::Features::SHADER_F16)
+    }
+    pub fn has_subgroup(&self) -> bool {
+        self.device.features().contains(wgpu::Features::SUBGROUP)
+    }
+    /// f16 where the device has SHADER_F16, else f32.
+    pub fn default_precision(&self) -> Precision {
+        if self.has_f16() {
+            Precision::F16
+        } else {
+            Precision::F32
+        }
+    }
+    /// The largest storage binding and buffer this device allows.
+    pub fn max_binding(&self) -> u64 {
+        let l = self.device.limits();
+        l.max_storage_buffer_binding_size.min(l.max_buffer_size)
+    }
+
+    /// Takes the error the device reported (lost, or an uncaptured error), if any.
+    pub(crate) fn take_error(&self) -> Option<GpuError> {
+        if let Some(m) = self.sink.lost.lock().unwrap().clone() {
+            return Some(GpuError::DeviceLost(m));
+        }
+        let mut e = self.sink.errors.lock().unwrap();
+        if e.is_empty() {
+            None
+        } else {
+            let all = e.join("; ");
+            e.clear();
+            Some(if all.to_lowercase().contains("out of memory") {
+                GpuError::OutOfMemory(all)
+            } else {
+                GpuError::Backend(all)
+            })
+        }
+    }
+}
