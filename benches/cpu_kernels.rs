@@ -3,7 +3,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
-use clip_wgpu::cpu::{gemm::matmul_wt, ops};
+use clip_wgpu::cpu::{gemm, ops};
 use clip_wgpu::model::Seqs;
 
 fn data(n: usize) -> Vec<f32> {
@@ -24,7 +24,7 @@ fn matmul(c: &mut Criterion) {
         let mut y = vec![0f32; m * n];
         g.throughput(Throughput::Elements((2 * m * n * k) as u64));
         g.bench_function(BenchmarkId::new(name, format!("{m}x{k}x{n}")), |b| {
-            b.iter(|| matmul_wt(&mut y, &x, &w, m, k, n, false))
+            b.iter(|| gemm::matmul(&mut y, &x, &w, m, k, n, false))
         });
     }
     g.finish();

@@ -87,6 +87,8 @@ pub struct Clip {
     gpu: Option<GpuEncoder>,
     /// Set when the GPU failed under `auto`: the rest of the work runs on the CPU.
     gpu_failed: AtomicBool,
+    /// The CPU engine's weight layout, made on its first use.
+    cpu: std::sync::OnceLock<crate::cpu::Prepared>,
 }
 
 impl Clip {
@@ -106,7 +108,9 @@ impl Clip {
         }
         let gpu = match opts.device {
             Device::Cpu => None,
-            Device::Gpu => Some(open_context(opts).and_then(|c| open_gpu(c, &ck, opts)).map_err(|e| Error::Gpu(e.to_string()))?),
+            Device::Gpu => {
+                Some(open_context(opts).and_then(|c| open_gpu(c, &ck, opts)).map_err(|e| Error::Gpu(e.to_string()))?)
+            }
             Device::Auto => match open_context(opts) {
                 // lavapipe/llvmpipe/SwiftShader: far slower than the CPU engine on the same cores
                 Ok(c) if c.report.device_type == "Cpu" && opts.adapter.is_none() => {
@@ -135,7 +139,16 @@ impl Clip {
         };
         let vision = Program::new(Tower::Vision, &ck.config, &ck.weights);
         let text = Program::new(Tower::Text, &ck.config, &ck.weights);
-        Ok(Clip { ck, vision, text, tokenizer, opts: opts.clone(), gpu, gpu_failed: AtomicBool::new(false) })
+        Ok(Clip {
+            ck,
+            vision,
+            text,
+            tokenizer,
+            opts: opts.clone(),
+            gpu,
+            gpu_failed: AtomicBool::new(false),
+            cpu: Default::default(),
+        })
     }
 
     pub fn config(&self) -> &model::ClipConfig {
@@ -313,7 +326,9 @@ impl Clip {
             Tower::Vision => &self.vision,
             Tower::Text => &self.text,
         };
-        Ok(crate::cpu::run(program, &self.ck.config, &self.ck.weights.params, input))
+        let prep =
+            self.cpu.get_or_init(|| crate::cpu::Prepared::new(&self.ck.weights.params, &[&self.vision, &self.text]));
+        Ok(crate::cpu::run_prepared(program, &self.ck.config, &self.ck.weights.params, prep, input))
     }
 }
 

@@ -409,17 +409,10 @@ fn info(a: InfoArgs) -> Result<ExitCode, clip_wgpu::Error> {
         println!("GPU adapters: none found (--device auto runs on the CPU)");
     }
     for r in &adapters {
-        let path = if r.shader_f16 {
-            "f16 storage + f32 accumulation (default) or f32"
-        } else {
-            "f32 only (no SHADER_F16)"
-        };
+        let path =
+            if r.shader_f16 { "f16 storage + f32 accumulation (default) or f32" } else { "f32 only (no SHADER_F16)" };
         let ln = if r.subgroup { "subgroup layernorm" } else { "workgroup-memory layernorm" };
-        let coop = if r.cooperative_matrix.is_empty() {
-            "none".to_string()
-        } else {
-            r.cooperative_matrix.join(", ")
-        };
+        let coop = if r.cooperative_matrix.is_empty() { "none".to_string() } else { r.cooperative_matrix.join(", ") };
         println!("[{}] {} — {}, {}, driver {} {}", r.index, r.name, r.backend, r.device_type, r.driver, r.driver_info);
         println!(
             "    features: SHADER_F16 {}, SUBGROUP {} (sizes {}–{}), TIMESTAMP_QUERY {}, cooperative matrix: {coop}",
@@ -488,7 +481,10 @@ fn validate(a: ValidateArgs) -> Result<ExitCode, clip_wgpu::Error> {
         reference.push(clip_wgpu::cpu::run(p, cfg, &ck.weights.params, &input));
     }
     let e = cfg.embed_dim;
-    println!("{:<40} {:<6} {:<8} {:>5} {:>12} {:>12}", "adapter", "prec", "tower", "batch", "max abs err", "min cosine");
+    println!(
+        "{:<40} {:<6} {:<8} {:>5} {:>12} {:>12}",
+        "adapter", "prec", "tower", "batch", "max abs err", "min cosine"
+    );
     let mut worst_failed = false;
     let contexts = Context::all();
     if contexts.is_empty() {

@@ -1,11 +1,31 @@
-//! Matrix products on the CPU: `y = x·Wᵀ` with `W` stored `[out, in]`.
+//! Matrix products on the CPU.
 //!
 //! Backed by the `gemm` crate (packed panels, runtime AVX-512/AVX2/NEON dispatch, rayon
-//! threads), which measured faster here than a hand-written kernel would start out; see
-//! docs/rejected-optimizations.md.
+//! threads). Weights are kept transposed, `[in, out]`, for the CPU: with `[out, in]` the
+//! small-M products of batch 1 ran up to 6× slower (docs/rejected-optimizations.md).
 
-/// `y[m, n] (+)= x[m, k] · w[n, k]ᵀ`; `accumulate` adds into `y` instead of overwriting.
+/// `y[m, n] (+)= x[m, k] · w[k, n]` (`w` row-major `[in, out]`); `accumulate` adds into `y`.
+pub fn matmul(y: &mut [f32], x: &[f32], w: &[f32], m: usize, k: usize, n: usize, accumulate: bool) {
+    gemm_strided(y, x, w, m, k, n, accumulate, (n as isize, 1));
+}
+
+/// `y[m, n] (+)= x[m, k] · w[n, k]ᵀ` with `w` stored `[out, in]`; `accumulate` adds into `y`.
 pub fn matmul_wt(y: &mut [f32], x: &[f32], w: &[f32], m: usize, k: usize, n: usize, accumulate: bool) {
+    gemm_strided(y, x, w, m, k, n, accumulate, (1, k as isize));
+}
+
+/// `y = x · R` where `R` (k×n) is `w` read with (row stride, column stride) `rhs`.
+#[allow(clippy::too_many_arguments)]
+fn gemm_strided(
+    y: &mut [f32],
+    x: &[f32],
+    w: &[f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    accumulate: bool,
+    (rhs_rs, rhs_cs): (isize, isize),
+) {
     assert!(x.len() >= m * k, "matmul: x has {} values, needs {}", x.len(), m * k);
     assert!(w.len() >= n * k, "matmul: w has {} values, needs {}", w.len(), n * k);
     assert!(y.len() >= m * n, "matmul: y has {} values, needs {}", y.len(), m * n);
@@ -26,8 +46,9 @@ pub fn matmul_wt(y: &mut [f32], x: &[f32], w: &[f32], m: usize, k: usize, n: usi
     };
     // SAFETY: the asserts above guarantee that every element addressed through the
     // pointers and strides below lies inside `y`, `x` and `w`: y is m×n with row stride n,
-    // x is m×k with row stride k, and wᵀ (k×n) is w (n×k) read with row stride 1 and
-    // column stride k. `y` is borrowed mutably and does not alias `x` or `w`.
+    // x is m×k with row stride k, and the right operand (k×n) is w (k·n values) read either
+    // row-major (strides n, 1) or as the transpose of an n×k matrix (strides 1, k), the only
+    // two stride pairs the callers pass. `y` is borrowed mutably and aliases neither input.
     unsafe {
         gemm::gemm(
             m,
@@ -41,8 +62,8 @@ pub fn matmul_wt(y: &mut [f32], x: &[f32], w: &[f32], m: usize, k: usize, n: usi
             1,
             k as isize,
             w.as_ptr(),
-            k as isize,
-            1,
+            rhs_cs,
+            rhs_rs,
             1.0,
             1.0,
             false,
@@ -149,6 +170,12 @@ mod tests {
             matmul_wt(&mut y2, &x, &w, m, k, n, true);
             let err = y2.iter().zip(&r).map(|(a, b)| (a - 1.0 - b).abs()).fold(0f32, f32::max);
             assert!(err < 1e-4 * k as f32, "accumulate {m}x{k}x{n}: max err {err}");
+            // the same product with w stored transposed, [k, n]
+            let wt: Vec<f32> = (0..k * n).map(|i| w[(i % n) * k + i / n]).collect();
+            let mut y3 = vec![0f32; m * n];
+            matmul(&mut y3, &x, &wt, m, k, n, false);
+            let err = y3.iter().zip(&r).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(err < 1e-4 * k as f32, "transposed {m}x{k}x{n}: max err {err}");
         }
     }
 }

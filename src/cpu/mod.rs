@@ -6,10 +6,63 @@ pub mod ops;
 
 use std::collections::HashMap;
 
-use crate::model::{Act, ClipConfig, Input, Op, Params, Program, Rows, Seqs};
+use rayon::prelude::*;
+
+use crate::model::{Act, ClipConfig, Input, Op, ParamId, Params, Program, Rows, Seqs};
+
+/// The CPU's own copy of what it reads differently from the canonical weights: every
+/// linear layer's matrix transposed to `[in, out]`, made once.
+pub struct Prepared {
+    transposed: HashMap<ParamId, Vec<f32>>,
+}
+
+impl Prepared {
+    /// Prepares the linear layers the programs use.
+    pub fn new(params: &Params, programs: &[&Program]) -> Prepared {
+        let mut lins = Vec::new();
+        for p in programs {
+            for op in &p.ops {
+                match op {
+                    Op::Linear { lin, .. } | Op::PatchEmbed { patch: lin, .. } => lins.push(*lin),
+                    _ => {}
+                }
+            }
+        }
+        let transposed = lins
+            .par_iter()
+            .map(|l| {
+                let w = params.data(l.weight);
+                let (n, k) = (l.n_out, l.n_in);
+                let mut t = vec![0f32; w.len()];
+                // blocked so both sides stay in cache
+                for o0 in (0..n).step_by(64) {
+                    for i0 in (0..k).step_by(64) {
+                        for o in o0..(o0 + 64).min(n) {
+                            for i in i0..(i0 + 64).min(k) {
+                                t[i * n + o] = w[o * k + i];
+                            }
+                        }
+                    }
+                }
+                (l.weight, t)
+            })
+            .collect();
+        Prepared { transposed }
+    }
+
+    fn weight_t(&self, id: ParamId) -> &[f32] {
+        self.transposed.get(&id).expect("linear weight not prepared")
+    }
+}
 
 /// Runs `program` on one batch and returns the L2-normalised embeddings, `[n, embed_dim]`.
+/// Prepares the weights for this call; [`run_prepared`] reuses a [`Prepared`].
 pub fn run(program: &Program, cfg: &ClipConfig, params: &Params, input: &Input) -> Vec<f32> {
+    run_prepared(program, cfg, params, &Prepared::new(params, &[program]), input)
+}
+
+/// [`run`] with weights prepared once.
+pub fn run_prepared(program: &Program, cfg: &ClipConfig, params: &Params, prep: &Prepared, input: &Input) -> Vec<f32> {
     let seqs = Seqs::of(input, cfg);
     if seqs.count() == 0 {
         return Vec::new();
@@ -30,7 +83,7 @@ pub fn run(program: &Program, cfg: &ClipConfig, params: &Params, input: &Input) 
     let mut spent: Vec<(&'static str, f64)> = Vec::new();
     for op in &program.ops {
         let t = std::time::Instant::now();
-        exec(op, program, cfg, params, input, &seqs, &mut acts);
+        exec(op, program, cfg, params, prep, input, &seqs, &mut acts);
         if profile {
             let kind = op.kind();
             let dt = t.elapsed().as_secs_f64();
@@ -42,17 +95,20 @@ pub fn run(program: &Program, cfg: &ClipConfig, params: &Params, input: &Input) 
     }
     if profile {
         let total: f64 = spent.iter().map(|s| s.1).sum();
-        let parts: Vec<String> = spent.iter().map(|(k, t)| format!("{k} {:.1} ms ({:.0}%)", t * 1e3, 100.0 * t / total)).collect();
+        let parts: Vec<String> =
+            spent.iter().map(|(k, t)| format!("{k} {:.1} ms ({:.0}%)", t * 1e3, 100.0 * t / total)).collect();
         eprintln!("cpu {:?} x{}: {:.1} ms: {}", program.tower, seqs.count(), total * 1e3, parts.join(", "));
     }
     acts.remove(&program.output).unwrap_or_default()
 }
 
+#[allow(clippy::too_many_arguments)]
 fn exec(
     op: &Op,
     program: &Program,
     cfg: &ClipConfig,
     params: &Params,
+    prep: &Prepared,
     input: &Input,
     seqs: &Seqs,
     acts: &mut HashMap<Act, Vec<f32>>,
@@ -64,7 +120,7 @@ fn exec(
             let (d, g2) = (patch.n_out, v.grid() * v.grid());
             let cols = ops::im2col(data, n, v.image_size, v.patch_size);
             let mut pe = vec![0f32; n * g2 * d];
-            gemm::matmul_wt(&mut pe, &cols, params.data(patch.weight), n * g2, patch.n_in, d, false);
+            gemm::matmul(&mut pe, &cols, prep.weight_t(patch.weight), n * g2, patch.n_in, d, false);
             let (class, pos) = (params.data(class), params.data(pos));
             let x = acts.get_mut(&out).unwrap();
             for s in 0..n {
@@ -111,7 +167,7 @@ fn exec(
             let src = acts.remove(&x).expect("linear input");
             let rows = src.len() / lin.n_in;
             let y = acts.get_mut(&out).expect("linear output");
-            gemm::matmul_wt(y, &src, params.data(lin.weight), rows, lin.n_in, lin.n_out, accumulate);
+            gemm::matmul(y, &src, prep.weight_t(lin.weight), rows, lin.n_in, lin.n_out, accumulate);
             let bias = lin.bias.map(|b| params.data(b));
             ops::bias_act(y, lin.n_out, bias, act);
             acts.insert(x, src);

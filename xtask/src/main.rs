@@ -176,11 +176,12 @@ fn row(engine: &str, tower: &str, batch: usize, tokens: usize, times: &[f64]) ->
 }
 
 fn markdown(rows: &[Value], threads: usize) -> String {
-    let baselines: Vec<&str> = {
-        let mut v: Vec<&str> = rows.iter().filter_map(|r| r["engine"].as_str()).filter(|e| *e != "clip-wgpu").collect();
-        v.dedup();
-        v
-    };
+    let mut baselines: Vec<&str> = Vec::new();
+    for e in rows.iter().filter_map(|r| r["engine"].as_str()) {
+        if e != "clip-wgpu" && !baselines.contains(&e) {
+            baselines.push(e);
+        }
+    }
     let mut s = format!(
         "CPU, {threads} threads, f32; items/s from the median run. The baselines run texts padded to 77 \
          tokens (as their tokenizers do); clip-wgpu computes only up to EOT, so its 7-token row is the \
