@@ -11,6 +11,7 @@ pub mod cpu;
 pub mod error;
 pub mod gpu;
 pub mod model;
+pub mod pipeline;
 pub mod preprocess;
 pub mod text;
 

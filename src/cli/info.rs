@@ -1,0 +1,188 @@
+//! `info` and `validate`: the adapters, the checkpoint, and the GPU engine against the CPU one.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use serde_json::json;
+
+use clip_wgpu::cosine;
+use clip_wgpu::gpu::Precision;
+
+use super::{exit_code, resolve_model, ModelArgs};
+
+#[derive(Args)]
+pub struct InfoArgs {
+    /// A checkpoint to describe too.
+    #[arg(long, env = "CLIP_WGPU_MODEL")]
+    model: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct ValidateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Batch sizes to compare at.
+    #[arg(long, num_args = 1.., default_values_t = [1, 7, 32])]
+    batch_sizes: Vec<usize>,
+}
+
+pub fn info(a: InfoArgs) -> Result<ExitCode, clip_wgpu::Error> {
+    let adapters = clip_wgpu::gpu::adapters(None).unwrap_or_default();
+    let auto = adapters.iter().find(|r| r.device_type != "Cpu" && r.backend != "gl");
+    let model = match &a.model {
+        Some(p) => {
+            let ck = clip_wgpu::model::load(p, &Default::default())?;
+            Some(json!({
+                "checkpoint": ck.path.display().to_string(),
+                "layout": ck.layout,
+                "config": ck.config,
+                "parameters": ck.weights.params.numel(),
+            }))
+        }
+        None => None,
+    };
+    let cpu = json!({"threads": rayon::current_num_threads(), "precision": "f32", "gemm": "gemm crate (runtime AVX-512/AVX2/NEON dispatch)"});
+    if a.json {
+        let v = json!({"adapters": adapters, "auto": auto.map(|r| r.index), "cpu": cpu, "model": model});
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("CPU engine: f32, {} threads, gemm crate with runtime ISA dispatch", rayon::current_num_threads());
+    if adapters.is_empty() {
+        println!("GPU adapters: none found (--device auto runs on the CPU)");
+    }
+    for r in &adapters {
+        let path =
+            if r.shader_f16 { "f16 storage + f32 accumulation (default) or f32" } else { "f32 only (no SHADER_F16)" };
+        let ln = if r.subgroup { "subgroup layernorm" } else { "workgroup-memory layernorm" };
+        let coop = if r.cooperative_matrix.is_empty() { "none".to_string() } else { r.cooperative_matrix.join(", ") };
+        println!("[{}] {} — {}, {}, driver {} {}", r.index, r.name, r.backend, r.device_type, r.driver, r.driver_info);
+        println!(
+            "    features: SHADER_F16 {}, SUBGROUP {} (sizes {}–{}), TIMESTAMP_QUERY {}, cooperative matrix: {coop}",
+            yes(r.shader_f16),
+            yes(r.subgroup),
+            r.subgroup_min_size,
+            r.subgroup_max_size,
+            yes(r.timestamp_query)
+        );
+        println!(
+            "    limits: storage binding {} MiB, buffer {} MiB, workgroup memory {} KiB, {} invocations",
+            r.max_storage_buffer_binding_size >> 20,
+            r.max_buffer_size >> 20,
+            r.max_compute_workgroup_storage_size >> 10,
+            r.max_compute_invocations_per_workgroup
+        );
+        let chosen = if auto.is_some_and(|x| x.index == r.index) {
+            "chosen by --device auto"
+        } else if r.device_type == "Cpu" {
+            "software adapter: --device auto prefers the CPU engine; --device gpu uses it"
+        } else {
+            "select with --adapter"
+        };
+        println!("    would run: {path}, {ln}; {chosen}");
+    }
+    if let Some(m) = model {
+        println!("model: {}", serde_json::to_string_pretty(&m).unwrap_or_default());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn yes(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+pub fn validate(a: ValidateArgs) -> Result<ExitCode, clip_wgpu::Error> {
+    use clip_wgpu::gpu::{Context, GpuEncoder};
+    use clip_wgpu::model::{Input, Program, Tower};
+    let path = resolve_model(&a.model.model)?;
+    let ck = clip_wgpu::model::load(&path, &Default::default())?;
+    let cfg = &ck.config;
+    let s = cfg.vision.image_size;
+    let max_b = a.batch_sizes.iter().copied().max().unwrap_or(1);
+    // deterministic inputs: smooth pixel patterns, and texts of lengths 2..=context
+    let px: Vec<f32> = (0..max_b * 3 * s * s).map(|i| (2.0 * (0.001 * i as f64).sin()) as f32).collect();
+    let ids: Vec<Vec<u32>> = (0..max_b)
+        .map(|b| {
+            let len = 2 + (b * 11) % (cfg.text.context_length - 1);
+            let mut t: Vec<u32> = (0..len).map(|j| (320 + 37 * (b + j)) as u32 % 49000).collect();
+            t[0] = 49406;
+            t[len - 1] = 49407;
+            t
+        })
+        .collect();
+    let programs = [Program::new(Tower::Vision, cfg, &ck.weights), Program::new(Tower::Text, cfg, &ck.weights)];
+    let mut reference = Vec::new();
+    for p in &programs {
+        let input = match p.tower {
+            Tower::Vision => Input::Pixels { data: &px, n: max_b },
+            Tower::Text => Input::Tokens(&ids),
+        };
+        reference.push(clip_wgpu::cpu::run(p, cfg, &ck.weights.params, &input));
+    }
+    let e = cfg.embed_dim;
+    println!(
+        "{:<40} {:<6} {:<8} {:>5} {:>12} {:>12}",
+        "adapter", "prec", "tower", "batch", "max abs err", "min cosine"
+    );
+    let mut worst_failed = false;
+    // every adapter: the primary backends (Vulkan, Metal, DX12) and GL
+    let mut contexts = Context::all();
+    contexts.extend(Context::all_of("gl"));
+    if contexts.is_empty() {
+        println!("no GPU adapter found: nothing to validate");
+    }
+    for ctx in contexts {
+        let ctx = match ctx {
+            Ok(c) => c,
+            Err(err) => {
+                println!("(adapter skipped: {err})");
+                continue;
+            }
+        };
+        let precisions: Vec<Precision> =
+            if ctx.has_f16() { vec![Precision::F32, Precision::F16] } else { vec![Precision::F32] };
+        for prec in precisions {
+            let enc = match GpuEncoder::from_checkpoint(&ctx, &ck, prec) {
+                Ok(g) => g,
+                Err(err) => {
+                    println!("{:<40} {:<6} error: {err}", ctx.report.name, prec.name());
+                    worst_failed = true;
+                    continue;
+                }
+            };
+            for (p, want) in programs.iter().zip(&reference) {
+                for &b in &a.batch_sizes {
+                    let input = match p.tower {
+                        Tower::Vision => Input::Pixels { data: &px[..b * 3 * s * s], n: b },
+                        Tower::Text => Input::Tokens(&ids[..b]),
+                    };
+                    match enc.encode(p.tower, &input) {
+                        Ok(got) => {
+                            let err = got.iter().zip(want).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+                            let cos = (0..b)
+                                .map(|i| cosine(&got[i * e..(i + 1) * e], &want[i * e..(i + 1) * e]))
+                                .fold(1f32, f32::min);
+                            let name: String =
+                                format!("[{}] {}", ctx.report.backend, ctx.report.name).chars().take(40).collect();
+                            let tower = format!("{:?}", p.tower).to_lowercase();
+                            println!("{name:<40} {:<6} {tower:<8} {b:>5} {err:>12.3e} {cos:>12.7}", prec.name());
+                        }
+                        Err(err) => {
+                            println!("{:<40} {:<6} batch {b}: error: {err}", ctx.report.name, prec.name());
+                            worst_failed = true;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(exit_code(worst_failed as usize))
+}
