@@ -136,10 +136,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Checkpoint, LoadError> {
     }
     config.validate().map_err(|msg| LoadError::Config { path: file.clone(), msg })?;
 
-    let weights = match layout {
-        Layout::Hf => build_hf(&src, &config)?,
-        Layout::OpenAi => build_openai(&src, &config)?,
-    };
+    let weights = build(&src, &config)?;
     Ok(Checkpoint { config, weights, layout, path: file })
 }
 
@@ -404,138 +401,157 @@ impl Builder<'_, '_> {
     }
 }
 
-fn build_hf(src: &Source, cfg: &ClipConfig) -> Result<Weights, LoadError> {
-    let mut b = Builder { src, params: Params::default() };
-    let blocks = |b: &mut Builder, tower: &str, canon: &str, t: &TowerConfig| -> Result<Vec<BlockW>, LoadError> {
-        (0..t.layers)
-            .map(|i| {
-                let p = format!("{tower}.encoder.layers.{i}");
-                let c = format!("{canon}.blocks.{i}");
-                let (w, m) = (t.width, t.mlp);
-                Ok(BlockW {
-                    ln1: b.ln(&format!("{c}.ln1"), &format!("{p}.layer_norm1"), w)?,
-                    qkv: b.qkv_hf(&format!("{c}.qkv"), &format!("{p}.self_attn"), w)?,
-                    out: b.linear(
-                        &format!("{c}.out"),
-                        &format!("{p}.self_attn.out_proj.weight"),
-                        Some(&format!("{p}.self_attn.out_proj.bias")),
-                        w,
-                        w,
-                    )?,
-                    ln2: b.ln(&format!("{c}.ln2"), &format!("{p}.layer_norm2"), w)?,
-                    fc1: b.linear(
-                        &format!("{c}.fc1"),
-                        &format!("{p}.mlp.fc1.weight"),
-                        Some(&format!("{p}.mlp.fc1.bias")),
-                        m,
-                        w,
-                    )?,
-                    fc2: b.linear(
-                        &format!("{c}.fc2"),
-                        &format!("{p}.mlp.fc2.weight"),
-                        Some(&format!("{p}.mlp.fc2.bias")),
-                        w,
-                        m,
-                    )?,
-                })
-            })
-            .collect()
-    };
-    let v = &cfg.vision;
-    let vw = v.tower.width;
-    let patch = {
-        let data = src.read("vision_model.embeddings.patch_embedding.weight", &[vw, 3, v.patch_size, v.patch_size])?;
-        let id = b.params.push("vision.patch.weight", vec![vw, v.patch_dim()], data);
-        LinearW { weight: id, bias: None, n_in: v.patch_dim(), n_out: vw }
-    };
-    let class = b.tensor("vision.class".into(), "vision_model.embeddings.class_embedding", &[vw])?;
-    let pos = b.tensor("vision.pos".into(), "vision_model.embeddings.position_embedding.weight", &[v.tokens(), vw])?;
-    let ln_pre = b.ln("vision.ln_pre", "vision_model.pre_layrnorm", vw)?;
-    let vblocks = blocks(&mut b, "vision_model", "vision", &v.tower)?;
-    let ln_post = b.ln("vision.ln_post", "vision_model.post_layernorm", vw)?;
-    let vproj = b.linear("vision.proj", "visual_projection.weight", None, cfg.embed_dim, vw)?;
-
-    let t = &cfg.text;
-    let tw = t.tower.width;
-    let token = b.tensor("text.token".into(), "text_model.embeddings.token_embedding.weight", &[t.vocab_size, tw])?;
-    let tpos =
-        b.tensor("text.pos".into(), "text_model.embeddings.position_embedding.weight", &[t.context_length, tw])?;
-    let tblocks = blocks(&mut b, "text_model", "text", &t.tower)?;
-    let ln_final = b.ln("text.ln_final", "text_model.final_layer_norm", tw)?;
-    let tproj = b.linear("text.proj", "text_projection.weight", None, cfg.embed_dim, tw)?;
-    let logit_scale = src.read("logit_scale", &[])?[0];
-    Ok(Weights {
-        params: b.params,
-        vision: VisionW { patch, class, pos, ln_pre, blocks: vblocks, ln_post, proj: vproj },
-        text: TextW { token, pos: tpos, blocks: tblocks, ln_final, proj: tproj },
-        logit_scale,
-    })
+/// Where each canonical tensor lives in one naming.
+struct Names {
+    /// Prefix of block `i` of each tower (vision, text), without the index.
+    blocks: [&'static str; 2],
+    /// Block-relative names: ln1, out projection, ln2, fc1, fc2 (weight/bias appended).
+    ln1: &'static str,
+    out: &'static str,
+    ln2: &'static str,
+    fc1: &'static str,
+    fc2: &'static str,
+    /// q|k|v fused in one `in_proj` (OpenAI) or three `*_proj` (HF).
+    fused_qkv: bool,
+    patch: &'static str,
+    class: &'static str,
+    vpos: &'static str,
+    ln_pre: &'static str,
+    ln_post: &'static str,
+    token: &'static str,
+    tpos: &'static str,
+    ln_final: &'static str,
+    /// The projections, and whether they are stored `[in, out]` (OpenAI) rather than `[out, in]`.
+    vproj: &'static str,
+    tproj: &'static str,
+    proj_in_out: bool,
 }
 
-fn build_openai(src: &Source, cfg: &ClipConfig) -> Result<Weights, LoadError> {
-    let mut b = Builder { src, params: Params::default() };
-    let blocks = |b: &mut Builder, tower: &str, canon: &str, t: &TowerConfig| -> Result<Vec<BlockW>, LoadError> {
+const HF: Names = Names {
+    blocks: ["vision_model.encoder.layers.", "text_model.encoder.layers."],
+    ln1: "layer_norm1",
+    out: "self_attn.out_proj",
+    ln2: "layer_norm2",
+    fc1: "mlp.fc1",
+    fc2: "mlp.fc2",
+    fused_qkv: false,
+    patch: "vision_model.embeddings.patch_embedding.weight",
+    class: "vision_model.embeddings.class_embedding",
+    vpos: "vision_model.embeddings.position_embedding.weight",
+    ln_pre: "vision_model.pre_layrnorm",
+    ln_post: "vision_model.post_layernorm",
+    token: "text_model.embeddings.token_embedding.weight",
+    tpos: "text_model.embeddings.position_embedding.weight",
+    ln_final: "text_model.final_layer_norm",
+    vproj: "visual_projection.weight",
+    tproj: "text_projection.weight",
+    proj_in_out: false,
+};
+
+const OPENAI: Names = Names {
+    blocks: ["visual.transformer.resblocks.", "transformer.resblocks."],
+    ln1: "ln_1",
+    out: "attn.out_proj",
+    ln2: "ln_2",
+    fc1: "mlp.c_fc",
+    fc2: "mlp.c_proj",
+    fused_qkv: true,
+    patch: "visual.conv1.weight",
+    class: "visual.class_embedding",
+    vpos: "visual.positional_embedding",
+    ln_pre: "visual.ln_pre",
+    ln_post: "visual.ln_post",
+    token: "token_embedding.weight",
+    tpos: "positional_embedding",
+    ln_final: "ln_final",
+    vproj: "visual.proj",
+    tproj: "text_projection",
+    proj_in_out: true,
+};
+
+impl Builder<'_, '_> {
+    fn blocks(&mut self, n: &Names, tower: usize, canon: &str, t: &TowerConfig) -> Result<Vec<BlockW>, LoadError> {
         (0..t.layers)
             .map(|i| {
-                let p = format!("{tower}transformer.resblocks.{i}");
+                let p = format!("{}{i}", n.blocks[tower]);
                 let c = format!("{canon}.blocks.{i}");
                 let (w, m) = (t.width, t.mlp);
-                Ok(BlockW {
-                    ln1: b.ln(&format!("{c}.ln1"), &format!("{p}.ln_1"), w)?,
-                    qkv: b.linear(
+                let lin = |b: &mut Self, role: &str, name: &str, n_out, n_in| {
+                    b.linear(
+                        &format!("{c}.{role}"),
+                        &format!("{p}.{name}.weight"),
+                        Some(&format!("{p}.{name}.bias")),
+                        n_out,
+                        n_in,
+                    )
+                };
+                let qkv = if n.fused_qkv {
+                    self.linear(
                         &format!("{c}.qkv"),
                         &format!("{p}.attn.in_proj_weight"),
                         Some(&format!("{p}.attn.in_proj_bias")),
                         3 * w,
                         w,
-                    )?,
-                    out: b.linear(
-                        &format!("{c}.out"),
-                        &format!("{p}.attn.out_proj.weight"),
-                        Some(&format!("{p}.attn.out_proj.bias")),
-                        w,
-                        w,
-                    )?,
-                    ln2: b.ln(&format!("{c}.ln2"), &format!("{p}.ln_2"), w)?,
-                    fc1: b.linear(
-                        &format!("{c}.fc1"),
-                        &format!("{p}.mlp.c_fc.weight"),
-                        Some(&format!("{p}.mlp.c_fc.bias")),
-                        m,
-                        w,
-                    )?,
-                    fc2: b.linear(
-                        &format!("{c}.fc2"),
-                        &format!("{p}.mlp.c_proj.weight"),
-                        Some(&format!("{p}.mlp.c_proj.bias")),
-                        w,
-                        m,
-                    )?,
+                    )?
+                } else {
+                    self.qkv_hf(&format!("{c}.qkv"), &format!("{p}.self_attn"), w)?
+                };
+                Ok(BlockW {
+                    ln1: self.ln(&format!("{c}.ln1"), &format!("{p}.{}", n.ln1), w)?,
+                    qkv,
+                    out: lin(self, "out", n.out, w, w)?,
+                    ln2: self.ln(&format!("{c}.ln2"), &format!("{p}.{}", n.ln2), w)?,
+                    fc1: lin(self, "fc1", n.fc1, m, w)?,
+                    fc2: lin(self, "fc2", n.fc2, w, m)?,
                 })
             })
             .collect()
+    }
+
+    fn projection(
+        &mut self,
+        n: &Names,
+        canon: &str,
+        name: &str,
+        n_out: usize,
+        n_in: usize,
+    ) -> Result<LinearW, LoadError> {
+        if n.proj_in_out {
+            self.linear_t(canon, name, n_out, n_in)
+        } else {
+            self.linear(canon, name, None, n_out, n_in)
+        }
+    }
+}
+
+/// Reads every tensor of `cfg` from `src` into the canonical weights.
+fn build(src: &Source, cfg: &ClipConfig) -> Result<Weights, LoadError> {
+    let n = match src.layout {
+        Layout::Hf => &HF,
+        Layout::OpenAi => &OPENAI,
     };
+    let mut b = Builder { src, params: Params::default() };
     let v = &cfg.vision;
     let vw = v.tower.width;
     let patch = {
-        let data = src.read("visual.conv1.weight", &[vw, 3, v.patch_size, v.patch_size])?;
+        let data = src.read(n.patch, &[vw, 3, v.patch_size, v.patch_size])?;
         let id = b.params.push("vision.patch.weight", vec![vw, v.patch_dim()], data);
         LinearW { weight: id, bias: None, n_in: v.patch_dim(), n_out: vw }
     };
-    let class = b.tensor("vision.class".into(), "visual.class_embedding", &[vw])?;
-    let pos = b.tensor("vision.pos".into(), "visual.positional_embedding", &[v.tokens(), vw])?;
-    let ln_pre = b.ln("vision.ln_pre", "visual.ln_pre", vw)?;
-    let vblocks = blocks(&mut b, "visual.", "vision", &v.tower)?;
-    let ln_post = b.ln("vision.ln_post", "visual.ln_post", vw)?;
-    let vproj = b.linear_t("vision.proj", "visual.proj", cfg.embed_dim, vw)?;
+    let class = b.tensor("vision.class".into(), n.class, &[vw])?;
+    let pos = b.tensor("vision.pos".into(), n.vpos, &[v.tokens(), vw])?;
+    let ln_pre = b.ln("vision.ln_pre", n.ln_pre, vw)?;
+    let vblocks = b.blocks(n, 0, "vision", &v.tower)?;
+    let ln_post = b.ln("vision.ln_post", n.ln_post, vw)?;
+    let vproj = b.projection(n, "vision.proj", n.vproj, cfg.embed_dim, vw)?;
 
     let t = &cfg.text;
     let tw = t.tower.width;
-    let token = b.tensor("text.token".into(), "token_embedding.weight", &[t.vocab_size, tw])?;
-    let tpos = b.tensor("text.pos".into(), "positional_embedding", &[t.context_length, tw])?;
-    let tblocks = blocks(&mut b, "", "text", &t.tower)?;
-    let ln_final = b.ln("text.ln_final", "ln_final", tw)?;
-    let tproj = b.linear_t("text.proj", "text_projection", cfg.embed_dim, tw)?;
+    let token = b.tensor("text.token".into(), n.token, &[t.vocab_size, tw])?;
+    let tpos = b.tensor("text.pos".into(), n.tpos, &[t.context_length, tw])?;
+    let tblocks = b.blocks(n, 1, "text", &t.tower)?;
+    let ln_final = b.ln("text.ln_final", n.ln_final, tw)?;
+    let tproj = b.projection(n, "text.proj", n.tproj, cfg.embed_dim, tw)?;
     let logit_scale = src.read("logit_scale", &[])?[0];
     Ok(Weights {
         params: b.params,
