@@ -166,7 +166,16 @@ impl Context {
     /// Picks an adapter as `opts` says (by default the best GPU of the primary backends:
     /// discrete, then integrated, virtual, other, CPU) and opens a device on it.
     pub fn new(opts: &ContextOptions) -> Result<Context, GpuError> {
-        let (inst, list) = enumerate(backends_for(opts.backend.as_deref())?);
+        let backends = backends_for(opts.backend.as_deref())?;
+        // With nothing named, GL is enumerated only when the primary backends have no
+        // adapter: it is the slow last resort, and EGL probing prints noise on headless hosts.
+        let (inst, list) = match (&opts.adapter, &opts.backend) {
+            (None, None) => match enumerate(wgpu::Backends::PRIMARY) {
+                (_, l) if l.is_empty() => enumerate(backends),
+                found => found,
+            },
+            _ => enumerate(backends),
+        };
         let reports: Vec<AdapterReport> = list.iter().enumerate().map(|(i, a)| AdapterReport::new(i, a)).collect();
         let chosen = match &opts.adapter {
             Some(sel) => match sel.trim().parse::<usize>() {
