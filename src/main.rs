@@ -20,6 +20,10 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // the reader went away (`| head`): stop quietly, as other command-line tools do
+        Err(clip_wgpu::Error::Io { path, msg }) if path.as_os_str() == "<stdout>" && msg.contains("Broken pipe") => {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("clip-wgpu: error: {e}");
             ExitCode::from(1)
