@@ -56,6 +56,8 @@ pub struct ClipOptions {
     /// GPU storage precision; `None`: f16 where the adapter has SHADER_F16, else f32.
     /// The CPU engine always computes in f32.
     pub precision: Option<Precision>,
+    /// The CPU engine's precision (f32 unless asked otherwise).
+    pub cpu_precision: crate::cpu::CpuPrecision,
     /// Print one-line notices (fallbacks) on stderr.
     pub notices: bool,
 }
@@ -72,6 +74,7 @@ impl Default for ClipOptions {
             adapter: None,
             backend: None,
             precision: None,
+            cpu_precision: crate::cpu::CpuPrecision::F32,
             notices: true,
         }
     }
@@ -105,6 +108,9 @@ impl Clip {
     pub fn from_checkpoint(ck: Checkpoint, tokenizer: ClipTokenizer, opts: &ClipOptions) -> Result<Clip> {
         if opts.batch_size == 0 {
             return Err(Error::Invalid("batch size must be at least 1".into()));
+        }
+        if !opts.cpu_precision.supported() {
+            return Err(Error::Invalid(format!("CPU precision {} is not supported on this machine", opts.cpu_precision)));
         }
         let gpu = match opts.device {
             Device::Cpu => None,
@@ -326,8 +332,13 @@ impl Clip {
             Tower::Vision => &self.vision,
             Tower::Text => &self.text,
         };
-        let prep =
-            self.cpu.get_or_init(|| crate::cpu::Prepared::new(&self.ck.weights.params, &[&self.vision, &self.text]));
+        let prep = self.cpu.get_or_init(|| {
+            crate::cpu::Prepared::with_precision(
+                &self.ck.weights.params,
+                &[&self.vision, &self.text],
+                self.opts.cpu_precision,
+            )
+        });
         Ok(crate::cpu::run_prepared(program, &self.ck.config, &self.ck.weights.params, prep, input))
     }
 }

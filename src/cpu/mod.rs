@@ -3,6 +3,9 @@
 
 pub mod gemm;
 pub mod ops;
+pub mod precision;
+
+pub use precision::CpuPrecision;
 
 use std::collections::HashMap;
 
@@ -17,8 +20,14 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// Prepares the linear layers the programs use.
+    /// Prepares the linear layers the programs use, in f32.
     pub fn new(params: &Params, programs: &[&Program]) -> Prepared {
+        Self::with_precision(params, programs, CpuPrecision::F32)
+    }
+
+    /// Prepares the linear layers the programs use, stored for `precision`.
+    pub fn with_precision(params: &Params, programs: &[&Program], precision: CpuPrecision) -> Prepared {
+        assert!(precision.supported(), "CPU precision {precision} is not supported on this machine");
         let mut lins = Vec::new();
         for p in programs {
             for op in &p.ops {
