@@ -105,8 +105,59 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Checkpoint, LoadError> {
     // mmap caveat, accepted as for every mmap-based loader.
     let mmap = unsafe { memmap2::Mmap::map(&fh) }
         .map_err(|e| LoadError::Io { path: file.clone(), msg: format!("cannot map: {e}") })?;
+    let configs = ConfigFiles {
+        hf: read_config(&dir.join("config.json"))?,
+        open_clip: read_config(&dir.join("open_clip_config.json"))?,
+    };
+    load_parts(&mmap, file, &configs, opts)
+}
+
+/// Loads a checkpoint held in memory: `safetensors` is the content of a `.safetensors` file,
+/// `config_json` (optional) the content of its HF `config.json` (HF naming) or
+/// `open_clip_config.json` (OpenAI/open_clip naming). `name` labels errors (it stands where a
+/// file path would). Every check of [`load`] applies; malformed input of any kind is an error,
+/// never a panic.
+pub fn load_from_bytes(
+    name: &str,
+    safetensors: &[u8],
+    config_json: Option<&[u8]>,
+    opts: &LoadOptions,
+) -> Result<Checkpoint, LoadError> {
+    let path = PathBuf::from(name);
+    let text = |suffix: &str| -> Result<Option<(PathBuf, String)>, LoadError> {
+        let Some(b) = config_json else { return Ok(None) };
+        let p = PathBuf::from(format!("{name}:{suffix}"));
+        let t = std::str::from_utf8(b)
+            .map_err(|e| LoadError::Config { path: p.clone(), msg: format!("not UTF-8 text: {e}") })?;
+        Ok(Some((p, t.to_string())))
+    };
+    let configs = ConfigFiles { hf: text("config.json")?, open_clip: text("open_clip_config.json")? };
+    load_parts(safetensors, path, &configs, opts)
+}
+
+/// The JSON configuration files that may sit beside a checkpoint: path (for errors) and text.
+struct ConfigFiles {
+    hf: Option<(PathBuf, String)>,
+    open_clip: Option<(PathBuf, String)>,
+}
+
+/// Reads a configuration file if it exists (an unreadable one is an error naming it).
+fn read_config(path: &Path) -> Result<Option<(PathBuf, String)>, LoadError> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let bytes = std::fs::read(path)
+        .map_err(|e| LoadError::Io { path: path.to_path_buf(), msg: format!("cannot read: {e}") })?;
+    let text = String::from_utf8(bytes).map_err(|e| LoadError::Config {
+        path: path.to_path_buf(),
+        msg: format!("not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()),
+    })?;
+    Ok(Some((path.to_path_buf(), text)))
+}
+
+fn load_parts(bytes: &[u8], file: PathBuf, configs: &ConfigFiles, opts: &LoadOptions) -> Result<Checkpoint, LoadError> {
     let st =
-        SafeTensors::deserialize(&mmap).map_err(|e| LoadError::Format { path: file.clone(), msg: e.to_string() })?;
+        SafeTensors::deserialize(bytes).map_err(|e| LoadError::Format { path: file.clone(), msg: e.to_string() })?;
 
     let names: BTreeSet<String> = st.names().into_iter().map(String::from).collect();
     let prefix = ["", "module.", "model."]
@@ -127,14 +178,15 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Checkpoint, LoadError> {
     let src = Source { st, path: file.clone(), prefix: prefix.to_string(), layout };
 
     let mut config = match layout {
-        Layout::Hf => hf_config(&dir, &src)?,
-        Layout::OpenAi => openai_config(&dir, &src, &names)?,
+        Layout::Hf => hf_config(configs.hf.as_ref(), &src)?,
+        Layout::OpenAi => openai_config(configs.open_clip.as_ref(), &src, &names)?,
     };
     if let Some(a) = opts.activation {
         config.vision.tower.activation = a;
         config.text.tower.activation = a;
     }
     config.validate().map_err(|msg| LoadError::Config { path: file.clone(), msg })?;
+    check_size(&config).map_err(|msg| LoadError::Config { path: file.clone(), msg })?;
 
     let weights = build(&src, &config)?;
     Ok(Checkpoint { config, weights, layout, path: file })
@@ -193,14 +245,11 @@ impl Source<'_> {
     }
 }
 
-fn hf_config(dir: &Path, src: &Source) -> Result<ClipConfig, LoadError> {
-    let cfg_path = dir.join("config.json");
-    if cfg_path.is_file() {
-        let text = std::fs::read_to_string(&cfg_path)
-            .map_err(|e| LoadError::Io { path: cfg_path.clone(), msg: format!("cannot read: {e}") })?;
-        let hf: HfConfig = serde_json::from_str(&text)
+fn hf_config(cfg: Option<&(PathBuf, String)>, src: &Source) -> Result<ClipConfig, LoadError> {
+    if let Some((cfg_path, text)) = cfg {
+        let hf: HfConfig = serde_json::from_str(text)
             .map_err(|e| LoadError::Config { path: cfg_path.clone(), msg: format!("invalid config.json: {e}") })?;
-        return hf.to_config().map_err(|msg| LoadError::Config { path: cfg_path, msg });
+        return hf.to_config().map_err(|msg| LoadError::Config { path: cfg_path.clone(), msg });
     }
     // No config.json: infer from shapes, assuming 64-wide heads and QuickGELU.
     let names: BTreeSet<String> = src.st.names().into_iter().map(String::from).collect();
@@ -216,7 +265,7 @@ fn hf_config(dir: &Path, src: &Source) -> Result<ClipConfig, LoadError> {
         &src.path,
         (patch, vpos, vmlp, count("vision_model")),
         (tok, tpos, tmlp, count("text_model")),
-        proj[0],
+        *proj.first().unwrap_or(&0),
         None,
     )
 }
@@ -226,9 +275,42 @@ fn layer_count(names: &BTreeSet<String>, prefix: &str) -> usize {
         .iter()
         .filter_map(|n| n.strip_prefix(prefix))
         .filter_map(|rest| rest.split('.').next()?.parse::<usize>().ok())
-        .map(|i| i + 1)
+        .map(|i| i.saturating_add(1))
         .max()
         .unwrap_or(0)
+}
+
+/// Bounds every hyper-parameter so that no size computed from them can overflow (a
+/// configuration is untrusted input): each dimension at most 2^20 (ViT-B/32 uses at most
+/// 49,408), at most 1,024 layers, and an image of at most 2^16 pixels a side.
+fn check_size(cfg: &ClipConfig) -> Result<(), String> {
+    const DIM: usize = 1 << 20;
+    for (name, t) in [("vision", &cfg.vision.tower), ("text", &cfg.text.tower)] {
+        for (what, v, max) in
+            [("width", t.width, DIM), ("MLP size", t.mlp, DIM), ("heads", t.heads, DIM), ("layers", t.layers, 1024)]
+        {
+            if v > max {
+                return Err(format!("{name} tower: {what} {v} is out of range (at most {max})"));
+            }
+        }
+    }
+    let v = &cfg.vision;
+    if v.image_size > 1 << 16 || v.patch_size > 1 << 16 {
+        return Err(format!(
+            "vision: image size {} / patch size {} out of range (at most 65536)",
+            v.image_size, v.patch_size
+        ));
+    }
+    for (what, n) in [
+        ("vocabulary size", cfg.text.vocab_size),
+        ("context length", cfg.text.context_length),
+        ("projection dimension", cfg.embed_dim),
+    ] {
+        if n > DIM {
+            return Err(format!("text: {what} {n} is out of range (at most {DIM})"));
+        }
+    }
+    Ok(())
 }
 
 /// open_clip's `open_clip_config.json` (only what we need).
@@ -251,17 +333,17 @@ struct OpenClipTower {
     head_width: Option<usize>,
 }
 
-fn openai_config(dir: &Path, src: &Source, names: &BTreeSet<String>) -> Result<ClipConfig, LoadError> {
-    let oc_path = dir.join("open_clip_config.json");
-    let oc: Option<OpenClipConfig> = if oc_path.is_file() {
-        let text = std::fs::read_to_string(&oc_path)
-            .map_err(|e| LoadError::Io { path: oc_path.clone(), msg: format!("cannot read: {e}") })?;
-        Some(serde_json::from_str(&text).map_err(|e| LoadError::Config {
+fn openai_config(
+    cfg: Option<&(PathBuf, String)>,
+    src: &Source,
+    names: &BTreeSet<String>,
+) -> Result<ClipConfig, LoadError> {
+    let oc: Option<OpenClipConfig> = match cfg {
+        Some((oc_path, text)) => Some(serde_json::from_str(text).map_err(|e| LoadError::Config {
             path: oc_path.clone(),
             msg: format!("invalid open_clip_config.json: {e}"),
-        })?)
-    } else {
-        None
+        })?),
+        None => None,
     };
     let count = |p: &str| layer_count(names, &format!("{}{p}", src.prefix));
     let patch = src.shape_of("visual.conv1.weight")?;
@@ -304,7 +386,7 @@ fn inferred(
     let vwidth = patch[0];
     let tokens = *vpos.first().unwrap_or(&0);
     let grid = ((tokens.saturating_sub(1)) as f64).sqrt() as usize;
-    if tokens < 2 || grid * grid + 1 != tokens {
+    if tokens < 2 || grid.checked_mul(grid).and_then(|g| g.checked_add(1)) != Some(tokens) {
         return Err(bad(format!("vision position embedding has {tokens} rows, expected grid²+1")));
     }
     let twidth = *tok.get(1).unwrap_or(&0);
@@ -319,19 +401,21 @@ fn inferred(
         width,
         layers,
         heads,
-        mlp: mlp[0],
+        mlp: *mlp.first().unwrap_or(&0),
         activation: Activation::QuickGelu,
         layer_norm_eps: 1e-5,
     };
     Ok(ClipConfig {
         vision: VisionConfig {
             tower: tower(vwidth, vlayers, &vmlp, heads(vwidth, oc.map(|o| &o.model_cfg.vision_cfg))),
-            image_size: grid * patch[2],
+            image_size: grid
+                .checked_mul(patch[2])
+                .ok_or_else(|| bad(format!("patch size {} is too large", patch[2])))?,
             patch_size: patch[2],
         },
         text: TextConfig {
             tower: tower(twidth, tlayers, &tmlp, heads(twidth, oc.map(|o| &o.model_cfg.text_cfg))),
-            vocab_size: tok[0],
+            vocab_size: *tok.first().unwrap_or(&0),
             context_length: *tpos.first().unwrap_or(&0),
         },
         embed_dim,

@@ -131,11 +131,14 @@ impl ClipConfig {
             }
         }
         let v = &self.vision;
-        if v.patch_size == 0 || !v.image_size.is_multiple_of(v.patch_size) {
+        if v.patch_size == 0 || v.image_size == 0 || !v.image_size.is_multiple_of(v.patch_size) {
             return Err(format!(
                 "vision: image size {} is not a multiple of the patch size {}",
                 v.image_size, v.patch_size
             ));
+        }
+        if self.text.vocab_size == 0 {
+            return Err("text: vocabulary size must be > 0".into());
         }
         if self.text.context_length < 2 {
             return Err("text: context length must be at least 2".into());
