@@ -1,30 +1,62 @@
 #!/usr/bin/env python3
 """Baselines for `cargo xtask bench`: PyTorch (transformers CLIPModel) and ONNX Runtime on
-the same checkpoint, shapes and thread count as clip-wgpu. Installs nothing: needs torch,
-transformers, onnxruntime, onnx (pip install torch transformers onnxruntime onnx).
+the same checkpoint, shapes, token ids and thread count as clip-wgpu. Installs nothing:
 
-Prints one JSON object per line: {"engine", "tower", "batch", "tokens", "times_s": [...]}.
+    pip install torch transformers onnxruntime onnx
+
+Modes:
+  --versions   one JSON line: python, torch, transformers, onnxruntime, onnx, numpy versions
+               (null where missing).
+  --worker     a persistent measurement process for one configuration (engine, tower, batch),
+               driven by `cargo xtask bench` on stdin, so that its runs interleave with
+               clip-wgpu's and its peak RSS is its own:
+                 start    -> {"ready": true, "load_s", "engine", "adapter", "items"}
+                 "warmup" -> {"ok": true}
+                 "run"    -> {"time_s": T}             (one timed forward pass)
+                 "stats"  -> {"peak_rss_bytes", "modes": {"": {"cpu_s", "wall_s"}}}
+                 EOF      -> exit
+  otherwise    one-shot: --runs timed runs, one JSON line {"engine", "tower", "batch",
+               "tokens", "times_s"} per batch size.
+
+Texts are always padded to 77 tokens (with the end-of-text id, as the HF tokenizer of
+openai/clip-vit-base-patch32 pads), as the baselines' tokenizers do; --ids gives the batch's
+token ids (a JSON list of lists), else every text is --tokens long.
 """
 import argparse
 import json
 import os
+import resource
+import sys
 import time
 from pathlib import Path
 
+SOT, EOT, CTX = 49406, 49407, 77
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--model", required=True, help="HF CLIP directory")
-    ap.add_argument("--engine", choices=["torch", "ort"], required=True)
-    ap.add_argument("--tower", choices=["image", "text"], required=True)
-    ap.add_argument("--batch", type=int, nargs="+", default=[32])
-    ap.add_argument("--tokens", type=int, default=77, help="text length (padded to it)")
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=2)
-    a = ap.parse_args()
 
-    import numpy as np
+def versions():
+    import platform
+
+    out = {"python": platform.python_version()}
+    for mod in ["torch", "transformers", "onnxruntime", "onnx", "numpy"]:
+        try:
+            out[mod] = __import__(mod).__version__
+        except Exception:  # noqa: BLE001 - missing or broken: reported as null
+            out[mod] = None
+    return out
+
+
+def reply(obj):
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def cpu_seconds():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def build(a):
+    """Returns (run(x), make_input(b), engine description)."""
     import torch
     from transformers import CLIPModel
 
@@ -51,13 +83,16 @@ def main():
             e = getattr(e, "pooler_output", e)
             return e / e.norm(dim=-1, keepdim=True)
 
+    ids_given = json.loads(a.ids) if a.ids else None
+
     def make_input(b):
         if a.tower == "image":
-            return torch.randn(b, 3, 224, 224)
-        ids = torch.zeros(b, 77, dtype=torch.long)
-        ids[:, 0] = 49406
-        ids[:, 1 : a.tokens - 1] = 320
-        ids[:, a.tokens - 1] = 49407
+            g = torch.Generator().manual_seed(0)
+            return torch.randn(b, 3, 224, 224, generator=g)
+        ids = torch.full((b, CTX), EOT, dtype=torch.long)
+        for i in range(b):
+            seq = ids_given[i % len(ids_given)] if ids_given else [SOT] + [320] * (a.tokens - 2) + [EOT]
+            ids[i, : len(seq)] = torch.tensor(seq[:CTX])
         return ids
 
     wrapper = (Image if a.tower == "image" else Text)(model).eval()
@@ -65,24 +100,73 @@ def main():
         def run(x):
             with torch.inference_mode():
                 wrapper(x)
-    else:
-        import onnxruntime as ort
 
-        path = Path(a.model) / f"bench-{a.tower}.onnx"
-        if not path.exists():
-            name = "pixel_values" if a.tower == "image" else "input_ids"
-            torch.onnx.export(wrapper, (make_input(2),), str(path), input_names=[name], output_names=["embeds"],
-                              dynamic_axes={name: {0: "batch"}, "embeds": {0: "batch"}}, opset_version=17,
-                              dynamo=False)
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = a.threads
-        so.inter_op_num_threads = 1
-        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        in_name = sess.get_inputs()[0].name
+        return run, make_input, f"torch {torch.__version__} (CPU, {a.threads} threads)"
 
-        def run(x):
-            sess.run(None, {in_name: x.numpy()})
+    import onnxruntime as ort
 
+    path = Path(a.model) / f"bench-{a.tower}.onnx"
+    if not path.exists():
+        name = "pixel_values" if a.tower == "image" else "input_ids"
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        torch.onnx.export(wrapper, (make_input(2),), str(tmp), input_names=[name], output_names=["embeds"],
+                          dynamic_axes={name: {0: "batch"}, "embeds": {0: "batch"}}, opset_version=17,
+                          dynamo=False)
+        os.replace(tmp, path)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = a.threads
+    so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    in_name = sess.get_inputs()[0].name
+
+    def run_ort(x):
+        sess.run(None, {in_name: x})
+
+    def make_np(b):
+        return make_input(b).numpy()
+
+    return run_ort, make_np, f"onnxruntime {ort.__version__} (CPU, {a.threads} threads)"
+
+
+def worker(a):
+    t0 = time.perf_counter()
+    try:
+        run, make_input, desc = build(a)
+        x = make_input(a.batch[0])
+    except Exception as e:  # noqa: BLE001 - reported to the driver
+        reply({"error": f"{type(e).__name__}: {e}"})
+        return 1
+    reply({"ready": True, "load_s": time.perf_counter() - t0, "engine": desc, "adapter": "cpu",
+           "items": a.batch[0]})
+    cpu = wall = 0.0
+    for line in sys.stdin:
+        cmd = line.split()
+        if not cmd:
+            continue
+        if cmd[0] == "warmup":
+            run(x)
+            reply({"ok": True})
+        elif cmd[0] == "run":
+            c = cpu_seconds()
+            t = time.perf_counter()
+            run(x)
+            dt = time.perf_counter() - t
+            cpu += cpu_seconds() - c
+            wall += dt
+            reply({"time_s": dt})
+        elif cmd[0] == "stats":
+            # ru_maxrss is in KiB on Linux
+            reply({"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                   "modes": {"": {"cpu_s": cpu, "wall_s": wall}}})
+        elif cmd[0] == "quit":
+            break
+        else:
+            reply({"error": f"unknown command {cmd[0]!r}"})
+    return 0
+
+
+def one_shot(a):
+    run, make_input, _ = build(a)
     for b in a.batch:
         x = make_input(b)
         for _ in range(a.warmup):
@@ -93,9 +177,32 @@ def main():
             run(x)
             times.append(time.perf_counter() - t)
         print(json.dumps({"engine": a.engine, "tower": a.tower, "batch": b,
-                          "tokens": a.tokens if a.tower == "text" else 50, "times_s": times}), flush=True)
+                          "tokens": CTX if a.tower == "text" else 50, "times_s": times}), flush=True)
+    return 0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--versions", action="store_true")
+    ap.add_argument("--worker", action="store_true")
+    ap.add_argument("--model", help="HF CLIP directory")
+    ap.add_argument("--engine", choices=["torch", "ort"])
+    ap.add_argument("--tower", choices=["image", "text"])
+    ap.add_argument("--batch", type=int, nargs="+", default=[32])
+    ap.add_argument("--tokens", type=int, default=77, help="text length before padding to 77")
+    ap.add_argument("--ids", help="JSON list of token id lists (the text batch)")
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+    if a.versions:
+        print(json.dumps(versions()), flush=True)
+        return 0
+    if not (a.model and a.engine and a.tower):
+        ap.error("--model, --engine and --tower are required")
+    return worker(a) if a.worker else one_shot(a)
 
 
 if __name__ == "__main__":
     os.environ.setdefault("OMP_NUM_THREADS", "2")
-    main()
+    sys.exit(main())

@@ -123,9 +123,10 @@ struct Counters {
     submits: AtomicUsize,
 }
 
-struct Kernel {
-    pipeline: wgpu::ComputePipeline,
-    layout: wgpu::BindGroupLayout,
+/// A compute pipeline and its bind group layout.
+pub struct Kernel {
+    pub pipeline: wgpu::ComputePipeline,
+    pub layout: wgpu::BindGroupLayout,
 }
 
 const UNIFORM_STRIDE: u64 = 256;
@@ -142,6 +143,13 @@ struct Pool {
     uniforms: wgpu::Buffer,
     readback: wgpu::Buffer,
     bind_groups: Vec<wgpu::BindGroup>,
+}
+
+impl Pool {
+    fn bytes(&self) -> u64 {
+        let fixed = [&self.input, &self.seqbuf, &self.uniforms, &self.readback];
+        self.acts.values().chain(fixed).map(|b| b.size()).sum()
+    }
 }
 
 struct TowerExec {
@@ -283,6 +291,16 @@ impl GpuEncoder {
             weight_buffers: self.weights.buffers.len(),
             weight_bytes: self.weights.bytes,
         }
+    }
+
+    /// Bytes of GPU memory the activation pools (both towers) hold now: activations, inputs,
+    /// sequence tables, parameter blocks and readback buffers (weights excluded: see
+    /// [`GpuStats::weight_bytes`]).
+    pub fn pool_bytes(&self) -> u64 {
+        [&self.vision, &self.text]
+            .iter()
+            .map(|t| t.pool.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map_or(0, Pool::bytes))
+            .sum()
     }
 
     fn tower(&self, t: Tower) -> &TowerExec {
@@ -627,7 +645,8 @@ enum ChunkInput<'a> {
     Tokens(&'a [Vec<u32>]),
 }
 
-fn create_kernel(device: &wgpu::Device, key: &KernelKey) -> Kernel {
+/// Creates the pipeline of one kernel variant (also used by benches/gpu_kernels.rs).
+pub fn create_kernel(device: &wgpu::Device, key: &KernelKey) -> Kernel {
     let name = key.name();
     let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
         label: Some(&name),
