@@ -1,0 +1,232 @@
+//! Plots (SVG and PNG through plotters): throughput, time and memory against the batch size,
+//! one panel per tower, one series per engine, device and precision. Text is drawn with a TTF
+//! font found on the system at run time (DejaVu Sans or any `fc-match sans`).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Result};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use crate::results::Row;
+
+const COLORS: [RGBColor; 8] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(255, 127, 14),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(23, 190, 207),
+];
+
+const FONT: &str = "sans-serif";
+
+/// A TTF/OTF sans font on this system.
+pub fn find_font() -> Option<PathBuf> {
+    let known = [
+        "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+        "/usr/share/fonts/TTF/DejaVuSans.ttf",
+        "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+        "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+        "/usr/share/fonts/liberation/LiberationSans-Regular.ttf",
+        "/System/Library/Fonts/Supplemental/Arial.ttf",
+        "/Library/Fonts/Arial.ttf",
+        "C:\\Windows\\Fonts\\arial.ttf",
+    ];
+    if let Some(p) = known.iter().map(PathBuf::from).find(|p| p.is_file()) {
+        return Some(p);
+    }
+    let o = std::process::Command::new("fc-match").args(["-f", "%{file}", "sans"]).output().ok()?;
+    let p = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+    (p.extension().is_some_and(|e| e == "ttf" || e == "otf") && p.is_file()).then_some(p)
+}
+
+fn register_font() -> Result<()> {
+    static DONE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    DONE.get_or_init(|| {
+        let p = find_font().ok_or("no TTF font found (install fonts-dejavu-core)")?;
+        let bytes: &'static [u8] = Box::leak(std::fs::read(&p).map_err(|e| e.to_string())?.into_boxed_slice());
+        plotters::style::register_font(FONT, FontStyle::Normal, bytes)
+            .map_err(|_| format!("{} is not a usable font", p.display()))
+    })
+    .clone()
+    .map_err(|e| anyhow!(e))
+}
+
+/// One figure: what it plots.
+struct Metric {
+    file: &'static str,
+    title: &'static str,
+    y: &'static str,
+    log: bool,
+}
+
+const METRICS: [Metric; 3] = [
+    Metric { file: "throughput", title: "Throughput", y: "items/s (median run)", log: true },
+    Metric { file: "time", title: "Time per batch", y: "median time per batch (ms)", log: true },
+    Metric { file: "memory", title: "Peak memory", y: "MiB", log: false },
+];
+
+/// (series name, color index, dashed, points (batch, value)) of one panel.
+type Series = (String, usize, bool, Vec<(f64, f64)>);
+
+fn series(rows: &[Row], tower: &str, metric: &str, names: &[String]) -> Vec<Series> {
+    let mut out: Vec<Series> = Vec::new();
+    let mut push = |name: String, color: usize, dashed: bool, x: f64, y: f64| {
+        if !(y.is_finite() && y > 0.0) {
+            return;
+        }
+        match out.iter_mut().find(|s| s.0 == name) {
+            Some(s) => s.3.push((x, y)),
+            None => out.push((name, color, dashed, vec![(x, y)])),
+        }
+    };
+    for r in rows.iter().filter(|r| r.tower == tower) {
+        let name = r.series();
+        let color = names.iter().position(|n| *n == name).unwrap_or(0) % COLORS.len();
+        let x = r.batch as f64;
+        match metric {
+            "throughput" => push(name, color, false, x, r.items_per_s),
+            "time" => push(name, color, false, x, r.median_s * 1e3),
+            _ => {
+                if let Some(b) = r.peak_rss_bytes.0 {
+                    push(format!("{name}: peak RSS"), color, false, x, b as f64 / 1048576.0);
+                }
+                if let Some(b) = r.gpu_pool_bytes.0 {
+                    push(format!("{name}: GPU pool"), color, true, x, b as f64 / 1048576.0);
+                }
+            }
+        }
+    }
+    for s in &mut out {
+        s.3.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    out
+}
+
+fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+    anyhow!("plotting: {e:?}")
+}
+
+fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, rows: &[Row], m: &Metric, subtitle: &str) -> Result<()> {
+    root.fill(&WHITE).map_err(err)?;
+    let mut towers: Vec<String> = Vec::new();
+    let mut names: Vec<String> = Vec::new();
+    for r in rows {
+        if !towers.contains(&r.tower) {
+            towers.push(r.tower.clone());
+        }
+        if !names.contains(&r.series()) {
+            names.push(r.series());
+        }
+    }
+    let (w, _) = root.dim_in_pixel();
+    let title_font = (FONT, (w as f64 / 50.0).clamp(18.0, 26.0) as u32).into_font();
+    let root = root.titled(&format!("{} vs batch size — {subtitle}", m.title), title_font).map_err(err)?;
+    let panels = root.split_evenly((1, towers.len().max(1)));
+    let batches: Vec<f64> = {
+        let mut b: Vec<f64> = rows.iter().map(|r| r.batch as f64).collect();
+        b.sort_by(|a, b| a.total_cmp(b));
+        b.dedup();
+        b
+    };
+    let (x0, x1) = (batches.first().copied().unwrap_or(1.0) / 1.5, batches.last().copied().unwrap_or(1.0) * 1.5);
+    for (panel, tower) in panels.iter().zip(&towers) {
+        let ss = series(rows, tower, m.file, &names);
+        let ys: Vec<f64> = ss.iter().flat_map(|s| s.3.iter().map(|p| p.1)).collect();
+        let (lo, hi) = ys.iter().fold((f64::MAX, f64::MIN), |(a, b), &y| (a.min(y), b.max(y)));
+        let (lo, hi) = if ys.is_empty() { (1.0, 10.0) } else { (lo, hi) };
+        let mut chart = ChartBuilder::on(panel);
+        chart
+            .caption(format!("{tower}"), (FONT, 20))
+            .margin(12)
+            .x_label_area_size(48)
+            .y_label_area_size(72);
+        let x_fmt = |x: &f64| {
+            let r = x.round();
+            if (x - r).abs() < 1e-6 && batches.contains(&r) {
+                format!("{r}")
+            } else {
+                String::new()
+            }
+        };
+        let y_fmt = |y: &f64| {
+            if *y >= 100.0 {
+                format!("{y:.0}")
+            } else if *y >= 1.0 {
+                format!("{y:.1}")
+            } else {
+                format!("{y:.2}")
+            }
+        };
+        macro_rules! body {
+            ($chart:expr) => {{
+                let mut c = $chart;
+                c.configure_mesh()
+                    .x_desc("batch size")
+                    .y_desc(m.y)
+                    .x_labels(batches.len().max(2) * 4)
+                    .x_label_formatter(&x_fmt)
+                    .y_label_formatter(&y_fmt)
+                    .label_style((FONT, 15))
+                    .axis_desc_style((FONT, 16))
+                    .light_line_style(RGBColor(235, 235, 235))
+                    .bold_line_style(RGBColor(210, 210, 210))
+                    .draw()
+                    .map_err(err)?;
+                for (name, ci, dashed, pts) in &ss {
+                    let color = COLORS[*ci];
+                    let style = ShapeStyle { color: color.to_rgba(), filled: true, stroke_width: 2 };
+                    if *dashed {
+                        c.draw_series(DashedLineSeries::new(pts.iter().copied(), 8, 5, style)).map_err(err)?;
+                    } else {
+                        c.draw_series(LineSeries::new(pts.iter().copied(), style)).map_err(err)?;
+                    }
+                    c.draw_series(pts.iter().map(|&p| Circle::new(p, 4, style)))
+                        .map_err(err)?
+                        .label(name.clone())
+                        .legend(move |(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 18, y)], ShapeStyle { stroke_width: 3, ..style })
+                        });
+                }
+                c.configure_series_labels()
+                    .position(SeriesLabelPosition::UpperLeft)
+                    .background_style(WHITE.mix(0.85))
+                    .border_style(RGBColor(180, 180, 180))
+                    .label_font((FONT, 14))
+                    .draw()
+                    .map_err(err)?;
+            }};
+        }
+        if m.log {
+            body!(chart.build_cartesian_2d((x0..x1).log_scale(), (lo / 2.0..hi * 3.0).log_scale()).map_err(err)?);
+        } else {
+            body!(chart.build_cartesian_2d((x0..x1).log_scale(), 0.0..hi * 1.3).map_err(err)?);
+        }
+    }
+    root.present().map_err(err)?;
+    Ok(())
+}
+
+/// Writes `throughput`, `time` and `memory` as `.svg` and `.png` into `dir`; returns the files.
+pub fn plots(rows: &[Row], dir: &Path, subtitle: &str) -> Result<Vec<PathBuf>> {
+    register_font()?;
+    let towers = {
+        let mut t: Vec<&str> = rows.iter().map(|r| r.tower.as_str()).collect();
+        t.dedup();
+        t.len().max(1) as u32
+    };
+    let size = (620 * towers.max(2), 560);
+    let mut files = Vec::new();
+    for m in &METRICS {
+        let svg = dir.join(format!("{}.svg", m.file));
+        draw(SVGBackend::new(&svg, size).into_drawing_area(), rows, m, subtitle)?;
+        let png = dir.join(format!("{}.png", m.file));
+        draw(BitMapBackend::new(&png, size).into_drawing_area(), rows, m, subtitle)?;
+        files.push(svg);
+        files.push(png);
+    }
+    Ok(files)
+}
