@@ -20,6 +20,7 @@ use rayon::prelude::*;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::cache::{CacheStats, EmbeddingCache, Key};
 use crate::error::{Error, Result};
 use crate::gpu::{self, GpuEncoder, GpuError, Precision};
 use crate::model::{self, Activation, Checkpoint, Input, LoadOptions, Program, Tower};
@@ -47,7 +48,8 @@ pub struct ClipOptions {
     pub limits: Limits,
     /// A `tokenizer.json` to use instead of the bundled CLIP one.
     pub tokenizer: Option<std::path::PathBuf>,
-    /// Images per encoder batch.
+    /// Images per encoder batch; 0 (the default): chosen from the device (see
+    /// [`Clip::batch_size`]).
     pub batch_size: usize,
     /// GPU adapter: a substring of its name or its index in `clip-wgpu info`.
     pub adapter: Option<String>,
@@ -58,6 +60,11 @@ pub struct ClipOptions {
     pub precision: Option<Precision>,
     /// The CPU engine's precision (f32 unless asked otherwise).
     pub cpu_precision: crate::cpu::CpuPrecision,
+    /// Embeddings kept in memory by content (image bytes, token ids); 0 turns the in-process
+    /// cache off.
+    pub cache_entries: usize,
+    /// A directory keeping embeddings across runs (see [`crate::cache`]).
+    pub cache_dir: Option<std::path::PathBuf>,
     /// Print one-line notices (fallbacks) on stderr.
     pub notices: bool,
 }
@@ -70,11 +77,13 @@ impl Default for ClipOptions {
             variant: Variant::Hf,
             limits: Limits::default(),
             tokenizer: None,
-            batch_size: 32,
+            batch_size: 0,
             adapter: None,
             backend: None,
             precision: None,
             cpu_precision: crate::cpu::CpuPrecision::F32,
+            cache_entries: 16_384,
+            cache_dir: None,
             notices: true,
         }
     }
@@ -92,6 +101,14 @@ pub struct Clip {
     gpu_failed: AtomicBool,
     /// The CPU engine's weight layout, made on its first use.
     cpu: std::sync::OnceLock<crate::cpu::Prepared>,
+    cache: EmbeddingCache,
+}
+
+/// An image ready for the encoder: its pixels (and its cache key), or its embedding, found
+/// in the cache.
+pub enum PreparedImage {
+    Pixels { pixels: Vec<f32>, key: Option<Key> },
+    Cached(Vec<f32>),
 }
 
 impl Clip {
@@ -106,11 +123,11 @@ impl Clip {
     }
 
     pub fn from_checkpoint(ck: Checkpoint, tokenizer: ClipTokenizer, opts: &ClipOptions) -> Result<Clip> {
-        if opts.batch_size == 0 {
-            return Err(Error::Invalid("batch size must be at least 1".into()));
-        }
         if !opts.cpu_precision.supported() {
-            return Err(Error::Invalid(format!("CPU precision {} is not supported on this machine", opts.cpu_precision)));
+            return Err(Error::Invalid(format!(
+                "CPU precision {} is not supported on this machine",
+                opts.cpu_precision
+            )));
         }
         let gpu = match opts.device {
             Device::Cpu => None,
@@ -145,7 +162,12 @@ impl Clip {
         };
         let vision = Program::new(Tower::Vision, &ck.config, &ck.weights);
         let text = Program::new(Tower::Text, &ck.config, &ck.weights);
+        let cache = EmbeddingCache::new(&ck, opts.cache_entries, opts.cache_dir.as_deref()).map_err(|e| Error::Io {
+            path: opts.cache_dir.clone().unwrap_or_default(),
+            msg: format!("cache directory unusable: {e}"),
+        })?;
         Ok(Clip {
+            cache,
             ck,
             vision,
             text,
@@ -170,6 +192,25 @@ impl Clip {
     pub fn embed_dim(&self) -> usize {
         self.ck.config.embed_dim
     }
+    /// Images per encoder batch: `batch_size` if set, else what the device takes: on a GPU
+    /// the most images one command buffer holds within its binding limits (at most 256, so
+    /// the pixels waiting in host memory stay under 160 MB), on the CPU 32 (throughput is flat
+    /// from 16 up, and latency grows with the batch).
+    pub fn batch_size(&self) -> usize {
+        if self.opts.batch_size > 0 {
+            return self.opts.batch_size;
+        }
+        match self.active_gpu() {
+            Some(g) => g.chunk_limits(Tower::Vision).1.clamp(1, 256),
+            None => 32,
+        }
+    }
+
+    /// The embedding cache's hits and misses so far.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
+    }
+
     /// The device the encoders run on now.
     pub fn device(&self) -> Device {
         match self.active_gpu() {
@@ -220,7 +261,7 @@ impl Clip {
             )));
         }
         let mut out = Vec::with_capacity(n * self.embed_dim());
-        for chunk in pixels.chunks(self.opts.batch_size * per) {
+        for chunk in pixels.chunks(self.batch_size() * per) {
             let input = Input::Pixels { data: chunk, n: chunk.len() / per };
             out.extend(self.run(Tower::Vision, &input)?);
         }
@@ -228,6 +269,7 @@ impl Clip {
     }
 
     /// Encodes token id sequences (each `[SOT, …, EOT]`, at most the context length).
+    /// Sequences already in the cache are not encoded again.
     pub fn encode_ids(&self, ids: &[Vec<u32>]) -> Result<Vec<f32>> {
         let (vocab, ctx) = (self.ck.config.text.vocab_size, self.ck.config.text.context_length);
         for (i, t) in ids.iter().enumerate() {
@@ -238,9 +280,26 @@ impl Clip {
                 )));
             }
         }
-        let mut out = Vec::with_capacity(ids.len() * self.embed_dim());
-        for chunk in ids.chunks(self.opts.batch_size.max(1) * 4) {
-            out.extend(self.run(Tower::Text, &Input::Tokens(chunk))?);
+        let d = self.embed_dim();
+        let mut out = vec![0f32; ids.len() * d];
+        // (position, key) of the sequences to encode
+        let mut todo: Vec<(usize, Option<Key>)> = Vec::new();
+        for (i, t) in ids.iter().enumerate() {
+            let key = self.cache.enabled().then(|| self.cache.text_key(t));
+            match key.as_ref().and_then(|k| self.cache.get(k)) {
+                Some(e) => out[i * d..][..d].copy_from_slice(&e),
+                None => todo.push((i, key)),
+            }
+        }
+        for chunk in todo.chunks(self.batch_size().max(8) * 4) {
+            let batch: Vec<Vec<u32>> = chunk.iter().map(|&(i, _)| ids[i].clone()).collect();
+            let emb = self.run(Tower::Text, &Input::Tokens(&batch))?;
+            for (&(i, key), e) in chunk.iter().zip(emb.chunks(d)) {
+                out[i * d..][..d].copy_from_slice(e);
+                if let Some(k) = key {
+                    self.cache.put(&k, e);
+                }
+            }
         }
         Ok(out)
     }
@@ -259,7 +318,27 @@ impl Clip {
 
     /// Reads and preprocesses one image file.
     pub fn preprocess_file(&self, path: &Path) -> Result<Vec<f32>> {
-        let name = path.display().to_string();
+        let bytes = self.read_image_file(path)?;
+        self.preprocess_bytes(&path.display().to_string(), &bytes)
+    }
+
+    /// Prepares one image given as bytes for [`encode_prepared`](Self::encode_prepared): its
+    /// embedding if the cache has it, else its pixels.
+    pub fn prepare_bytes(&self, name: &str, bytes: &[u8]) -> Result<PreparedImage> {
+        let key = self.cache.enabled().then(|| self.cache.image_key(bytes, self.opts.variant));
+        if let Some(e) = key.as_ref().and_then(|k| self.cache.get(k)) {
+            return Ok(PreparedImage::Cached(e));
+        }
+        Ok(PreparedImage::Pixels { pixels: self.preprocess_bytes(name, bytes)?, key })
+    }
+
+    /// Reads one image file and prepares it (see [`prepare_bytes`](Self::prepare_bytes)).
+    pub fn prepare_file(&self, path: &Path) -> Result<PreparedImage> {
+        let bytes = self.read_image_file(path)?;
+        self.prepare_bytes(&path.display().to_string(), &bytes)
+    }
+
+    fn read_image_file(&self, path: &Path) -> Result<Vec<u8>> {
         let meta = std::fs::metadata(path).map_err(|e| Error::Io { path: path.into(), msg: e.to_string() })?;
         if meta.is_dir() {
             return Err(Error::Io { path: path.into(), msg: "is a directory, not an image".into() });
@@ -270,14 +349,13 @@ impl Clip {
                 msg: format!("file is {} bytes, over the limit of {}", meta.len(), self.opts.limits.max_file_bytes),
             });
         }
-        let bytes = std::fs::read(path).map_err(|e| Error::Io { path: path.into(), msg: e.to_string() })?;
-        self.preprocess_bytes(&name, &bytes)
+        std::fs::read(path).map_err(|e| Error::Io { path: path.into(), msg: e.to_string() })
     }
 
     /// Encodes image files: one result per input, in order; a bad file gets its error and
     /// the others still get embeddings.
     pub fn encode_image_files<P: AsRef<Path> + Sync>(&self, paths: &[P]) -> Vec<Result<Vec<f32>>> {
-        self.encode_prepared(paths.par_iter().map(|p| self.preprocess_file(p.as_ref())).collect())
+        self.encode_prepared(paths.par_iter().map(|p| self.prepare_file(p.as_ref())).collect())
     }
 
     /// Encodes encoded images (JPEG, PNG, … bytes): one result per input, in order.
@@ -286,7 +364,7 @@ impl Clip {
             images
                 .par_iter()
                 .enumerate()
-                .map(|(i, b)| self.preprocess_bytes(&format!("image #{i}"), b.as_ref()))
+                .map(|(i, b)| self.prepare_bytes(&format!("image #{i}"), b.as_ref()))
                 .collect(),
         )
     }
@@ -298,20 +376,47 @@ impl Clip {
         self.encode_pixels(&px, images.len())
     }
 
-    fn encode_prepared(&self, prepared: Vec<Result<Vec<f32>>>) -> Vec<Result<Vec<f32>>> {
-        let ok: Vec<&Vec<f32>> = prepared.iter().filter_map(|r| r.as_ref().ok()).collect();
-        let px: Vec<f32> = ok.iter().flat_map(|v| v.iter().copied()).collect();
-        let emb = match self.encode_pixels(&px, ok.len()) {
+    /// Encodes prepared images (one encoder call for all the pixels among them) and caches
+    /// the new embeddings: one result per input, in order. If the encoder itself fails (a
+    /// forced GPU), every image that needed it gets that error.
+    pub fn encode_prepared(&self, prepared: Vec<Result<PreparedImage>>) -> Vec<Result<Vec<f32>>> {
+        let mut px = Vec::new();
+        let mut n = 0;
+        for r in &prepared {
+            if let Ok(PreparedImage::Pixels { pixels, .. }) = r {
+                px.extend_from_slice(pixels);
+                n += 1;
+            }
+        }
+        let emb = if n == 0 { Ok(Vec::new()) } else { self.encode_pixels(&px, n) };
+        drop(px);
+        let emb = match emb {
             Ok(e) => e,
-            // the encoder itself failed (a forced GPU): every image gets that error
             Err(e) => {
                 let msg = e.to_string();
-                return prepared.into_iter().map(|r| r.and_then(|_| Err(Error::Gpu(msg.clone())))).collect();
+                return prepared
+                    .into_iter()
+                    .map(|r| match r? {
+                        PreparedImage::Cached(e) => Ok(e),
+                        PreparedImage::Pixels { .. } => Err(Error::Gpu(msg.clone())),
+                    })
+                    .collect();
             }
         };
-        let e = self.embed_dim();
-        let mut rows = emb.chunks(e);
-        prepared.into_iter().map(|r| r.map(|_| rows.next().expect("one embedding per image").to_vec())).collect()
+        let mut rows = emb.chunks(self.embed_dim());
+        prepared
+            .into_iter()
+            .map(|r| match r? {
+                PreparedImage::Cached(e) => Ok(e),
+                PreparedImage::Pixels { key, .. } => {
+                    let e = rows.next().expect("one embedding per image");
+                    if let Some(k) = key {
+                        self.cache.put(&k, e);
+                    }
+                    Ok(e.to_vec())
+                }
+            })
+            .collect()
     }
 
     /// Runs one batch on the GPU if one is in use, else on the CPU. Under `auto` a GPU

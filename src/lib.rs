@@ -6,6 +6,7 @@
 //! L2-normalised embeddings → scores ([`cosine`], [`clip_score`], [`softmax`]).
 //! [`Clip`] puts it together.
 
+pub mod cache;
 pub mod clip;
 pub mod cpu;
 pub mod error;
@@ -15,5 +16,5 @@ pub mod pipeline;
 pub mod preprocess;
 pub mod text;
 
-pub use clip::{clip_score, clip_score_mean, cosine, softmax, Clip, ClipOptions, Device};
+pub use clip::{clip_score, clip_score_mean, cosine, softmax, Clip, ClipOptions, Device, PreparedImage};
 pub use error::{Error, Result};

@@ -11,6 +11,7 @@ use cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    cli::install_interrupt_handler();
     let result = match cli.command {
         Command::Score(a) => cli::score(a),
         Command::Classify(a) => cli::classify(a),
@@ -23,6 +24,10 @@ fn main() -> ExitCode {
         // the reader went away (`| head`): stop quietly, as other command-line tools do
         Err(clip_wgpu::Error::Io { path, msg }) if path.as_os_str() == "<stdout>" && msg.contains("Broken pipe") => {
             ExitCode::SUCCESS
+        }
+        Err(_) if cli::interrupted() => {
+            eprintln!("clip-wgpu: interrupted; no output written");
+            ExitCode::from(130)
         }
         Err(e) => {
             eprintln!("clip-wgpu: error: {e}");

@@ -1,15 +1,15 @@
 //! Streaming image encoding: inputs go through decoding and preprocessing on the rayon pool
 //! one batch ahead of the encoder (a bounded queue between the two), so a list of any length
-//! holds at most `prefetch + 1` batches of pixels at a time, and the encoder always gets full
-//! batches.
+//! holds at most `prefetch + 2` batches of pixels at a time, and the encoder always gets full
+//! batches. Images the embedding cache already holds skip decoding and the encoder.
 //!
 //! ```no_run
 //! use clip_wgpu::{pipeline::Pipeline, Clip, ClipOptions};
 //! let clip = Clip::load("clip-vit-base-patch32/", &ClipOptions::default())?;
 //! let paths = ["a.jpg", "b.png"].map(std::path::PathBuf::from);
-//! Pipeline::new(&clip, 32).run(
+//! Pipeline::new(&clip, clip.batch_size()).run(
 //!     paths.into_iter(),
-//!     |p| clip.preprocess_file(p),
+//!     |p| clip.prepare_file(p),
 //!     |batch| {
 //!         for (path, emb) in batch {
 //!             match emb {
@@ -27,7 +27,7 @@ use std::sync::mpsc::sync_channel;
 
 use rayon::prelude::*;
 
-use crate::{Clip, Error, Result};
+use crate::{Clip, PreparedImage, Result};
 
 /// One input with its embedding (L2-normalised, `embed_dim` values) or its error.
 pub type Embedded<T> = (T, Result<Vec<f32>>);
@@ -51,18 +51,19 @@ impl<'c> Pipeline<'c> {
         self
     }
 
-    /// Runs every item of `items` through `prepare` (decode and preprocess to `3·S·S` pixels,
-    /// in parallel) and the image encoder, and hands the results to `sink` batch by batch, in
+    /// Runs every item of `items` through `prepare` (in parallel: usually
+    /// [`Clip::prepare_file`], the cached embedding or the decoded and preprocessed pixels)
+    /// and the image encoder, and hands the results to `sink` batch by batch, in
     /// input order. A failed item carries its error; the others are still encoded. Stops at
     /// the first error `sink` returns, and returns it.
     pub fn run<T, I, P, S, E>(&self, items: I, prepare: P, mut sink: S) -> std::result::Result<(), E>
     where
         T: Send,
         I: Iterator<Item = T> + Send,
-        P: Fn(&T) -> Result<Vec<f32>> + Sync,
+        P: Fn(&T) -> Result<PreparedImage> + Sync,
         S: FnMut(Vec<Embedded<T>>) -> std::result::Result<(), E>,
     {
-        let (tx, rx) = sync_channel::<Vec<(T, Result<Vec<f32>>)>>(self.prefetch);
+        let (tx, rx) = sync_channel::<Vec<(T, Result<PreparedImage>)>>(self.prefetch);
         let batch_size = self.batch_size;
         let prepare = &prepare;
         std::thread::scope(|s| {
@@ -73,7 +74,7 @@ impl<'c> Pipeline<'c> {
                     if chunk.is_empty() {
                         break;
                     }
-                    let prepared: Vec<(T, Result<Vec<f32>>)> = chunk
+                    let prepared: Vec<(T, Result<PreparedImage>)> = chunk
                         .into_par_iter()
                         .map(|t| {
                             let px = prepare(&t);
@@ -95,29 +96,8 @@ impl<'c> Pipeline<'c> {
         })
     }
 
-    fn encode<T>(&self, batch: Vec<(T, Result<Vec<f32>>)>) -> Vec<Embedded<T>> {
-        let n = batch.iter().filter(|(_, r)| r.is_ok()).count();
-        let mut px = Vec::with_capacity(batch.iter().map(|(_, r)| r.as_ref().map_or(0, |v| v.len())).sum());
-        for (_, r) in &batch {
-            if let Ok(v) = r {
-                px.extend_from_slice(v);
-            }
-        }
-        let emb = if n == 0 { Ok(Vec::new()) } else { self.clip.encode_pixels(&px, n) };
-        drop(px);
-        match emb {
-            Ok(emb) => {
-                let mut rows = emb.chunks(self.clip.embed_dim());
-                batch
-                    .into_iter()
-                    .map(|(t, r)| (t, r.map(|_| rows.next().expect("one embedding per image").to_vec())))
-                    .collect()
-            }
-            // the encoder itself failed (a forced GPU): every image of the batch gets that error
-            Err(e) => {
-                let msg = e.to_string();
-                batch.into_iter().map(|(t, r)| (t, r.and_then(|_| Err(Error::Gpu(msg.clone()))))).collect()
-            }
-        }
+    fn encode<T>(&self, batch: Vec<(T, Result<PreparedImage>)>) -> Vec<Embedded<T>> {
+        let (items, prepared): (Vec<T>, Vec<Result<PreparedImage>>) = batch.into_iter().unzip();
+        items.into_iter().zip(self.clip.encode_prepared(prepared)).collect()
     }
 }

@@ -87,10 +87,11 @@ pub fn classify(a: ClassifyArgs) -> std::result::Result<ExitCode, Error> {
     let progress = Progress::new(a.quiet, "images");
     let mut w = RecordWriter::new(a.format, Sink::open(a.output.as_deref())?, "results", COLUMNS)?;
     let mut failed = 0;
-    Pipeline::new(&clip, a.model.batch_size).run(
+    Pipeline::new(&clip, clip.batch_size()).run(
         a.images.iter(),
         |it: &ImageInput| it.prepare(&clip),
         |batch| {
+            super::check_interrupted()?;
             progress.inc(batch.len());
             for (it, r) in batch {
                 let e = match r {

@@ -176,10 +176,11 @@ pub fn embed(a: EmbedArgs) -> Result<ExitCode, Error> {
     };
     let progress = Progress::new(a.quiet || a.images.is_empty(), "images");
     let mut failed = 0;
-    Pipeline::new(&clip, a.model.batch_size).run(
+    Pipeline::new(&clip, clip.batch_size()).run(
         a.images.iter(),
         |it: &ImageInput| it.prepare(&clip),
         |batch| {
+            super::check_interrupted()?;
             progress.inc(batch.len());
             for (it, r) in batch {
                 match r {

@@ -102,7 +102,7 @@ fn yes(b: bool) -> &'static str {
 pub fn validate(a: ValidateArgs) -> Result<ExitCode, clip_wgpu::Error> {
     use clip_wgpu::gpu::{Context, GpuEncoder};
     use clip_wgpu::model::{Input, Program, Tower};
-    let path = resolve_model(&a.model.model)?;
+    let path = resolve_model(&a.model.model, false)?;
     let ck = clip_wgpu::model::load(&path, &Default::default())?;
     let cfg = &ck.config;
     let s = cfg.vision.image_size;

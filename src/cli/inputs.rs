@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use clip_wgpu::{Clip, Error};
+use clip_wgpu::{Clip, Error, PreparedImage};
 
 /// File extensions (lower case) that directories and globs are searched for.
 pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "jpe", "jfif", "png", "gif", "bmp", "tif", "tiff", "webp"];
@@ -58,11 +58,11 @@ impl ImageInput {
         ImageInput { path: PathBuf::from(&name), name, error: Some(error.into()) }
     }
 
-    /// Reads and preprocesses the image.
-    pub fn prepare(&self, clip: &Clip) -> clip_wgpu::Result<Vec<f32>> {
+    /// Reads the image and prepares it for the encoder (cached embedding or pixels).
+    pub fn prepare(&self, clip: &Clip) -> clip_wgpu::Result<PreparedImage> {
         match &self.error {
             Some(e) => Err(Error::Io { path: self.path.clone(), msg: e.clone() }),
-            None => clip.preprocess_file(&self.path),
+            None => clip.prepare_file(&self.path),
         }
     }
 }

@@ -10,12 +10,14 @@ mod score;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use clip_wgpu::cpu::CpuPrecision;
 use clip_wgpu::gpu::Precision;
 use clip_wgpu::model::Activation;
-use clip_wgpu::preprocess::Variant;
+use clip_wgpu::preprocess::{Limits, Variant};
 use clip_wgpu::{Clip, ClipOptions, Device};
 
 pub use classify::{classify, ClassifyArgs};
@@ -72,17 +74,36 @@ pub struct ModelArgs {
     /// A tokenizer.json to use instead of the bundled CLIP tokenizer.
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
-    /// Images per encoder batch (also the unit of the streaming pipeline).
-    #[arg(long, default_value_t = 32)]
+    /// Images per encoder batch (also the unit of the streaming pipeline): a number, or
+    /// `auto` (the default: on a GPU the most one command buffer takes within the adapter's
+    /// limits, up to 256; on the CPU 32).
+    #[arg(long, default_value = "auto", value_parser = parse_batch_size, env = "CLIP_WGPU_BATCH_SIZE")]
     pub batch_size: usize,
+    /// Keep embeddings across runs in this directory (keyed by model and content: image bytes,
+    /// token ids); a rerun over the same inputs skips decoding and encoding.
+    #[arg(long, env = "CLIP_WGPU_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Embeddings kept in memory by content within a run (a repeated image or text is encoded
+    /// once); 0 turns the in-memory cache off.
+    #[arg(long, default_value_t = 16_384, value_name = "N")]
+    pub cache_entries: usize,
+    /// Largest image accepted, in pixels (width × height, read from the header before
+    /// decoding): larger ones are reported as errors, not decoded.
+    #[arg(long, default_value_t = Limits::default().max_pixels, value_name = "PIXELS")]
+    pub max_pixels: u64,
+    /// Largest image file accepted, in bytes.
+    #[arg(long, default_value_t = Limits::default().max_file_bytes, value_name = "BYTES")]
+    pub max_file_size: u64,
     /// GPU adapter: a substring of its name or its index in `clip-wgpu info`.
     #[arg(long, env = "CLIP_WGPU_ADAPTER")]
     pub adapter: Option<String>,
     /// GPU backend.
     #[arg(long, value_enum, env = "CLIP_WGPU_BACKEND")]
     pub backend: Option<BackendArg>,
-    /// GPU storage precision: f16 (f32 accumulation; the default where the adapter has
-    /// SHADER_F16) or f32. The CPU engine always computes in f32.
+    /// Precision. GPU: f16 storage with f32 accumulation (the default where the adapter has
+    /// SHADER_F16) or f32. CPU: f32 (the default, reference-exact) or the reduced bf16/int8
+    /// where this machine supports them (`clip-wgpu info` says which); asking for bf16/int8
+    /// runs on the CPU.
     #[arg(long, value_enum, env = "CLIP_WGPU_PRECISION", default_value_t = PrecisionArg::Auto)]
     pub precision: PrecisionArg,
 }
@@ -100,6 +121,18 @@ pub enum PrecisionArg {
     Auto,
     F32,
     F16,
+    Bf16,
+    Int8,
+}
+
+fn parse_batch_size(s: &str) -> Result<usize, String> {
+    if s.eq_ignore_ascii_case("auto") {
+        return Ok(0);
+    }
+    match s.parse::<usize>() {
+        Ok(0) | Err(_) => Err(format!("{s:?} is not a batch size: give a positive number or `auto`")),
+        Ok(n) => Ok(n),
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -114,40 +147,103 @@ pub enum VariantArg {
     Openai,
 }
 
-/// Where weights are looked for, in order.
-pub fn resolve_model(arg: &Option<PathBuf>) -> Result<PathBuf, clip_wgpu::Error> {
+/// The checkpoint used when none is named.
+pub const DEFAULT_REPO: &str = "openai/clip-vit-base-patch32";
+
+/// Where weights are looked for, in order: `--model`, `$CLIP_WGPU_MODEL` (both in `arg`),
+/// the Hugging Face cache, then a download into that cache through `hf-hub` (unless
+/// `$HF_HUB_OFFLINE` is set). `quiet` hides the download's progress bar.
+pub fn resolve_model(arg: &Option<PathBuf>, quiet: bool) -> Result<PathBuf, clip_wgpu::Error> {
     if let Some(p) = arg {
         return Ok(p.clone());
     }
-    let hub = std::env::var_os("HF_HUB_CACHE").map(PathBuf::from).or_else(|| {
-        std::env::var_os("HF_HOME")
-            .map(|h| PathBuf::from(h).join("hub"))
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface/hub")))
-    });
+    let hub = hf_cache_dir();
     if let Some(hub) = &hub {
         let snaps = hub.join("models--openai--clip-vit-base-patch32/snapshots");
         if let Ok(rd) = std::fs::read_dir(&snaps) {
-            for e in rd.flatten() {
-                if e.path().join("model.safetensors").is_file() {
-                    return Ok(e.path());
-                }
+            let mut found: Vec<PathBuf> = rd
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.join("model.safetensors").is_file() && p.join("config.json").is_file())
+                .collect();
+            found.sort();
+            if let Some(p) = found.pop() {
+                return Ok(p);
             }
         }
     }
+    let offline = std::env::var_os("HF_HUB_OFFLINE").is_some_and(|v| !v.is_empty() && v != "0");
+    let download = if offline {
+        "not tried: $HF_HUB_OFFLINE is set".to_string()
+    } else {
+        match download_default(hub.as_deref(), quiet) {
+            Ok(p) => return Ok(p),
+            Err(e) => format!("failed: {e}"),
+        }
+    };
+    let cache = hub
+        .map(|h| h.join("models--openai--clip-vit-base-patch32").display().to_string())
+        .unwrap_or_else(|| "$HF_HOME/hub (HOME is not set)".into());
     Err(clip_wgpu::Error::NoModel(format!(
-        "no model weights found. Looked at: --model, $CLIP_WGPU_MODEL, and the Hugging Face cache ({}). \
-         Get openai/clip-vit-base-patch32 (model.safetensors + config.json) and pass its directory with --model; \
-         see weights/README.md",
-        hub.map(|h| h.join("models--openai--clip-vit-base-patch32").display().to_string())
-            .unwrap_or_else(|| "$HF_HOME/hub".into())
+        "no model weights found.\n\
+         Looked for them at, in order:\n  \
+           1. --model PATH (not given)\n  \
+           2. $CLIP_WGPU_MODEL (not set)\n  \
+           3. the Hugging Face cache: {cache} (no snapshot with model.safetensors and config.json)\n  \
+           4. a download of {DEFAULT_REPO} from the Hugging Face Hub: {download}\n\
+         To get them: with network access, run any command without --model once (it downloads into the cache), \
+         or `huggingface-cli download {DEFAULT_REPO} model.safetensors config.json`; or copy a checkpoint \
+         directory here and pass it with --model (or set CLIP_WGPU_MODEL). OpenAI/open_clip .safetensors files work too. See weights/README.md."
     )))
+}
+
+fn hf_cache_dir() -> Option<PathBuf> {
+    std::env::var_os("HF_HUB_CACHE").map(PathBuf::from).or_else(|| {
+        std::env::var_os("HF_HOME")
+            .map(|h| PathBuf::from(h).join("hub"))
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface/hub")))
+    })
+}
+
+/// Downloads config.json and model.safetensors of the default checkpoint into the cache.
+fn download_default(cache: Option<&std::path::Path>, quiet: bool) -> Result<PathBuf, String> {
+    let mut b = hf_hub::api::sync::ApiBuilder::from_env().with_progress(!quiet && std::io::stderr().is_terminal());
+    if let Some(c) = cache {
+        b = b.with_cache_dir(c.to_path_buf());
+    }
+    let repo = b.build().map_err(|e| e.to_string())?.model(DEFAULT_REPO.to_string());
+    if !quiet {
+        eprintln!("clip-wgpu: downloading {DEFAULT_REPO} (about 605 MB) into the Hugging Face cache");
+    }
+    let config = repo.get("config.json").map_err(|e| e.to_string())?;
+    repo.get("model.safetensors").map_err(|e| e.to_string())?;
+    Ok(config.parent().map(PathBuf::from).unwrap_or_default())
 }
 
 /// Loads the model; `quiet` silences the one-line notices (fallbacks).
 pub fn load(m: &ModelArgs, quiet: bool) -> Result<Clip, clip_wgpu::Error> {
-    let path = resolve_model(&m.model)?;
+    let path = resolve_model(&m.model, quiet)?;
+    let (device, precision, cpu_precision) = match (m.precision, m.device) {
+        (PrecisionArg::Auto, d) => (d, None, CpuPrecision::F32),
+        (PrecisionArg::F32, d) => (d, Some(Precision::F32), CpuPrecision::F32),
+        (PrecisionArg::F16, Device::Cpu) => {
+            return Err(clip_wgpu::Error::Invalid(
+                "--precision f16 is a GPU precision; the CPU engine runs f32, bf16 or int8".into(),
+            ))
+        }
+        (PrecisionArg::F16, d) => (d, Some(Precision::F16), CpuPrecision::F32),
+        (p @ (PrecisionArg::Bf16 | PrecisionArg::Int8), d) => {
+            let cp = if p == PrecisionArg::Bf16 { CpuPrecision::Bf16 } else { CpuPrecision::Int8 };
+            if d == Device::Gpu {
+                return Err(clip_wgpu::Error::Invalid(format!(
+                    "--precision {cp} is a CPU precision; the GPU engine runs f16 or f32"
+                )));
+            }
+            (Device::Cpu, None, cp)
+        }
+    };
     let opts = ClipOptions {
-        device: m.device,
+        device,
         activation: m.activation.map(|a| match a {
             ActivationArg::QuickGelu => Activation::QuickGelu,
             ActivationArg::Gelu => Activation::Gelu,
@@ -168,15 +264,44 @@ pub fn load(m: &ModelArgs, quiet: bool) -> Result<Clip, clip_wgpu::Error> {
             }
             .to_string()
         }),
-        precision: match m.precision {
-            PrecisionArg::Auto => None,
-            PrecisionArg::F32 => Some(Precision::F32),
-            PrecisionArg::F16 => Some(Precision::F16),
-        },
+        precision,
+        cpu_precision,
+        limits: Limits { max_pixels: m.max_pixels, max_file_bytes: m.max_file_size },
+        cache_entries: m.cache_entries,
+        cache_dir: m.cache_dir.clone(),
         notices: !quiet,
         ..ClipOptions::default()
     };
     Clip::load(path, &opts)
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Ctrl-C (SIGINT, SIGTERM): the first stops the run after the batch in hand, and the outputs
+/// (temporary files until the end) are removed, so nothing half-written is left; a second
+/// ends the process at once.
+pub fn install_interrupt_handler() {
+    let _ = ctrlc::set_handler(|| {
+        if INTERRUPTED.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!(
+            "clip-wgpu: interrupted: stopping after the current batch; no output is written (Ctrl-C again to quit now)"
+        );
+    });
+}
+
+/// Whether Ctrl-C was pressed.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// An error once Ctrl-C was pressed: the batch loops call it to stop.
+pub fn check_interrupted() -> Result<(), clip_wgpu::Error> {
+    if interrupted() {
+        return Err(clip_wgpu::Error::Invalid("interrupted".into()));
+    }
+    Ok(())
 }
 
 pub fn exit_code(failed: usize) -> ExitCode {

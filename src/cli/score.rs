@@ -143,7 +143,7 @@ pub fn score(a: ScoreArgs) -> Result<ExitCode, Error> {
         kept: 0,
         failed: 0,
     };
-    let pipeline = Pipeline::new(&clip, a.model.batch_size);
+    let pipeline = Pipeline::new(&clip, clip.batch_size());
     let d = clip.embed_dim();
     match pairs {
         None => {
@@ -153,6 +153,7 @@ pub fn score(a: ScoreArgs) -> Result<ExitCode, Error> {
                 a.images.iter(),
                 |it: &ImageInput| it.prepare(&clip),
                 |batch| {
+                    super::check_interrupted()?;
                     progress.inc(batch.len());
                     for (it, r) in batch {
                         match r {
@@ -173,6 +174,7 @@ pub fn score(a: ScoreArgs) -> Result<ExitCode, Error> {
                 pairs,
                 |p| p.image.prepare(&clip),
                 |batch| {
+                    super::check_interrupted()?;
                     progress.inc(batch.len());
                     let ok: Vec<&str> = batch.iter().filter(|(_, r)| r.is_ok()).map(|(p, _)| p.text.as_str()).collect();
                     let txt = clip.encode_texts(&ok)?;

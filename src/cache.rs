@@ -1,0 +1,168 @@
+//! The embedding cache: an in-process LRU keyed by content, optionally backed by a directory.
+//!
+//! Keys are BLAKE3 hashes of what determines an embedding: the model (a fingerprint of its
+//! configuration, activation and sampled weight values), then for an image its file bytes and
+//! the preprocessing variant, for a text its token ids. The same photo under two names, or the
+//! same caption twice, is encoded once. On disk each entry is one file,
+//! `DIR/ab/abcdef….f32` (the embedding's little-endian f32 values), written to a temporary
+//! name and renamed, so concurrent runs and interrupted ones never leave a torn entry; an
+//! entry of the wrong length is ignored (and replaced).
+
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use lru::LruCache;
+
+use crate::model::Checkpoint;
+use crate::preprocess::Variant;
+
+/// A cache key (BLAKE3 of the model fingerprint and the content).
+pub type Key = [u8; 32];
+
+/// Hit and miss counts since the cache was made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+}
+
+/// Embeddings by content, bounded in entries; thread-safe.
+pub struct EmbeddingCache {
+    mem: Option<Mutex<LruCache<Key, Arc<[f32]>>>>,
+    disk: Option<PathBuf>,
+    model: Key,
+    dim: usize,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl EmbeddingCache {
+    /// `entries` embeddings in memory (0: none), and a directory for the persistent copy.
+    /// The directory is created if needed.
+    pub fn new(ck: &Checkpoint, entries: usize, disk: Option<&Path>) -> std::io::Result<EmbeddingCache> {
+        if let Some(d) = disk {
+            std::fs::create_dir_all(d)?;
+            // fail now, not on the first write, if the directory is not writable
+            let probe = tempfile::NamedTempFile::new_in(d)?;
+            drop(probe);
+        }
+        Ok(EmbeddingCache {
+            mem: NonZeroUsize::new(entries).map(|n| Mutex::new(LruCache::new(n))),
+            disk: disk.map(Path::to_path_buf),
+            model: fingerprint(ck),
+            dim: ck.config.embed_dim,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        })
+    }
+
+    /// Whether anything is cached at all.
+    pub fn enabled(&self) -> bool {
+        self.mem.is_some() || self.disk.is_some()
+    }
+
+    /// The key of an image file's bytes under a preprocessing variant.
+    pub fn image_key(&self, bytes: &[u8], variant: Variant) -> Key {
+        let mut h = blake3::Hasher::new();
+        h.update(&self.model).update(b"image\0").update(format!("{variant:?}").as_bytes()).update(b"\0");
+        h.update(bytes);
+        *h.finalize().as_bytes()
+    }
+
+    /// The key of a token id sequence.
+    pub fn text_key(&self, ids: &[u32]) -> Key {
+        let mut h = blake3::Hasher::new();
+        h.update(&self.model).update(b"text\0");
+        for id in ids {
+            h.update(&id.to_le_bytes());
+        }
+        *h.finalize().as_bytes()
+    }
+
+    /// The embedding stored under `key`, from memory or else from disk (then kept in memory).
+    pub fn get(&self, key: &Key) -> Option<Vec<f32>> {
+        if let Some(mem) = &self.mem {
+            let mut m = mem.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(e) = m.get(key) {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return Some(e.to_vec());
+            }
+        }
+        if let Some(e) = self.disk.as_ref().and_then(|d| self.read(d, key)) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            self.remember(key, &e);
+            return Some(e);
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+
+    /// Stores an embedding. A failed disk write is not an error: the entry stays in memory.
+    pub fn put(&self, key: &Key, emb: &[f32]) {
+        if emb.len() != self.dim {
+            return;
+        }
+        self.remember(key, emb);
+        if let Some(d) = &self.disk {
+            let _ = self.write(d, key, emb);
+        }
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        CacheStats { hits: self.hits.load(Ordering::Relaxed), misses: self.misses.load(Ordering::Relaxed) }
+    }
+
+    fn remember(&self, key: &Key, emb: &[f32]) {
+        if let Some(mem) = &self.mem {
+            mem.lock().unwrap_or_else(|p| p.into_inner()).put(*key, emb.into());
+        }
+    }
+
+    fn path(dir: &Path, key: &Key) -> PathBuf {
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        dir.join(&hex[..2]).join(format!("{hex}.f32"))
+    }
+
+    fn read(&self, dir: &Path, key: &Key) -> Option<Vec<f32>> {
+        let bytes = std::fs::read(Self::path(dir, key)).ok()?;
+        if bytes.len() != self.dim * 4 {
+            return None;
+        }
+        let e: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        e.iter().all(|v| v.is_finite()).then_some(e)
+    }
+
+    fn write(&self, dir: &Path, key: &Key, emb: &[f32]) -> std::io::Result<()> {
+        let path = Self::path(dir, key);
+        let parent = path.parent().expect("entry paths have a parent");
+        std::fs::create_dir_all(parent)?;
+        let mut tmp = tempfile::NamedTempFile::new_in(parent)?;
+        let bytes: Vec<u8> = emb.iter().flat_map(|v| v.to_le_bytes()).collect();
+        std::io::Write::write_all(&mut tmp, &bytes)?;
+        tmp.persist(&path).map_err(|e| e.error)?;
+        Ok(())
+    }
+}
+
+/// What tells two models apart: configuration, activation, tensor names and shapes, and up
+/// to 64 values sampled evenly from every tensor (cheap, and different for any two trained
+/// or randomly initialised weight sets).
+pub fn fingerprint(ck: &Checkpoint) -> Key {
+    let mut h = blake3::Hasher::new();
+    h.update(b"clip-wgpu cache v1\0");
+    h.update(format!("{:?}", ck.config).as_bytes());
+    for p in &ck.weights.params.list {
+        h.update(p.name.as_bytes());
+        for d in &p.shape {
+            h.update(&(*d as u64).to_le_bytes());
+        }
+        let step = (p.data.len() / 64).max(1);
+        for v in p.data.iter().step_by(step) {
+            h.update(&v.to_le_bytes());
+        }
+    }
+    h.update(&ck.weights.logit_scale.to_le_bytes());
+    *h.finalize().as_bytes()
+}
