@@ -92,7 +92,11 @@ fn table(rows: &[Row]) -> (Vec<String>, Vec<Vec<String>>) {
     for b in &bs {
         head.push(format!("÷ {b}"));
     }
-    let mib = |b: Option<u64>| b.map(|b| format!("{:.0}", b as f64 / 1048576.0)).unwrap_or_else(|| "n/a".into());
+    let mib = |b: Option<u64>| match b {
+        Some(b) if b < 10 << 20 => format!("{:.1}", b as f64 / 1048576.0),
+        Some(b) => format!("{:.0}", b as f64 / 1048576.0),
+        None => "n/a".into(),
+    };
     let body = rows
         .iter()
         .map(|r| {
@@ -169,7 +173,8 @@ pub fn latex_escape(s: &str) -> String {
 /// A `table` environment (booktabs) with `caption`.
 pub fn latex(rows: &[Row], caption: &str) -> String {
     let (head, body) = table(rows);
-    let align: String = head.iter().enumerate().map(|(i, _)| if i == 0 || (3..6).contains(&i) { 'l' } else { 'r' }).collect();
+    let align: String =
+        head.iter().enumerate().map(|(i, _)| if i == 0 || (3..6).contains(&i) { 'l' } else { 'r' }).collect();
     let line = |cells: &[String]| cells.iter().map(|c| latex_escape(c)).collect::<Vec<_>>().join(" & ") + " \\\\\n";
     let mut s = String::from("% needs \\usepackage{booktabs}\n\\begin{table}[ht]\n\\centering\n\\small\n");
     s += &format!("\\begin{{tabular}}{{{align}}}\n\\toprule\n");

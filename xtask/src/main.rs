@@ -40,6 +40,8 @@ enum Cmd {
     Bench(Box<Bench>),
     /// Write synthetic photo-like JPEGs (for `bench --images`).
     MakeImages(MakeImages),
+    /// Re-render a results directory's exports and plots from its results.json and env.json.
+    Report { dir: PathBuf },
     /// (internal) One measurement process, driven by `bench` on stdin.
     #[command(hide = true)]
     Worker {
@@ -122,6 +124,13 @@ fn main() -> Result<()> {
     match Xtask::parse().cmd {
         Cmd::Bench(b) => bench(*b),
         Cmd::MakeImages(m) => make_images(&m),
+        Cmd::Report { dir } => {
+            let rows: Vec<Row> = serde_json::from_str(&std::fs::read_to_string(dir.join("results.json"))?)?;
+            let env: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("env.json"))?)?;
+            let md = write_outputs(&rows, &env, &dir, &[Format::All], true)?;
+            println!("{md}");
+            Ok(())
+        }
         Cmd::Worker { spec } => {
             let spec: Spec = serde_json::from_str(&spec).context("worker spec")?;
             if worker::serve(&spec).is_err() {
@@ -290,7 +299,9 @@ fn bench(b: Bench) -> Result<()> {
                 Some(c) if !c.supported() => {
                     note(&mut notes, format!("CPU precision {c}: not supported by this build on this machine, skipped"))
                 }
-                Some(c) => engines.push(Engine { engine: CLIP.into(), device: "cpu".into(), precision: c.name().into() }),
+                Some(c) => {
+                    engines.push(Engine { engine: CLIP.into(), device: "cpu".into(), precision: c.name().into() })
+                }
             }
         }
     }
@@ -304,13 +315,18 @@ fn bench(b: Bench) -> Result<()> {
                 gpu_name = ctx.report.name.clone();
                 for p in &b.precision {
                     match Precision::parse(p) {
-                        None => note(&mut notes, format!("GPU precision {p}: the GPU engine has f32 and f16 only, skipped")),
-                        Some(Precision::F16) if !ctx.has_f16() => {
-                            note(&mut notes, format!("GPU precision f16: {} has no SHADER_F16, skipped", ctx.report.name))
+                        None => {
+                            note(&mut notes, format!("GPU precision {p}: the GPU engine has f32 and f16 only, skipped"))
                         }
-                        Some(g) => {
-                            engines.push(Engine { engine: CLIP.into(), device: "gpu".into(), precision: g.name().into() })
-                        }
+                        Some(Precision::F16) if !ctx.has_f16() => note(
+                            &mut notes,
+                            format!("GPU precision f16: {} has no SHADER_F16, skipped", ctx.report.name),
+                        ),
+                        Some(g) => engines.push(Engine {
+                            engine: CLIP.into(),
+                            device: "gpu".into(),
+                            precision: g.name().into(),
+                        }),
                     }
                 }
             }
@@ -328,7 +344,10 @@ fn bench(b: Bench) -> Result<()> {
         if e2e {
             note(&mut notes, format!("baseline {c}: not measured in end-to-end mode (--images)"));
         } else if let Some(m) = needs.iter().find(|m| !has(m)) {
-            note(&mut notes, format!("baseline {c}: python3 lacks {m} (pip install torch transformers onnxruntime onnx), skipped"));
+            note(
+                &mut notes,
+                format!("baseline {c}: python3 lacks {m} (pip install torch transformers onnxruntime onnx), skipped"),
+            );
         } else {
             baselines.push(Engine { engine: c.into(), device: "cpu".into(), precision: "f32".into() });
         }
@@ -536,38 +555,46 @@ fn bench(b: Bench) -> Result<()> {
     results::add_overlap(&mut rows);
 
     env["notes"] = json!(notes);
+    env["gpu_name"] = json!(gpu_name);
     std::fs::write(b.output_dir.join("env.json"), serde_json::to_string_pretty(&env)? + "\n")?;
-    let caption = caption(&b, &env, &text_mode, &notes);
-    let mut written = vec![b.output_dir.join("env.json")];
-    for f in Format::expand(&b.export_format) {
+    let md = write_outputs(&rows, &env, &b.output_dir, &b.export_format, !b.no_plots)?;
+    println!("{md}");
+    Ok(())
+}
+
+/// Writes the exports and plots of `rows` into `dir`; returns the Markdown table.
+fn write_outputs(rows: &[Row], env: &Value, dir: &Path, formats: &[Format], plots: bool) -> Result<String> {
+    let caption = caption(env);
+    let mut written = vec![dir.join("env.json")];
+    for f in Format::expand(formats) {
         let text = match f {
-            Format::Csv => export::csv(&rows)?,
-            Format::Json => export::json(&rows)?,
-            Format::Markdown => export::markdown(&rows, &caption),
-            Format::Latex => export::latex(&rows, &caption),
+            Format::Csv => export::csv(rows)?,
+            Format::Json => export::json(rows)?,
+            Format::Markdown => export::markdown(rows, &caption),
+            Format::Latex => export::latex(rows, &caption),
             Format::All => unreachable!(),
         };
-        let p = b.output_dir.join(f.file());
+        let p = dir.join(f.file());
         std::fs::write(&p, text)?;
         written.push(p);
     }
-    if !b.no_plots && !rows.is_empty() {
+    if plots && !rows.is_empty() {
+        let gpu = env["gpu_name"].as_str().filter(|g| *g != "n/a");
         let sub = format!(
             "{}, {} threads{}",
-            short_cpu(&cpu_model),
-            b.threads,
-            if gpu_name != "n/a" { format!("; GPU {gpu_name}") } else { String::new() }
+            short_cpu(env["cpu_model"].as_str().unwrap_or("")),
+            env["threads"],
+            gpu.map(|g| format!("; GPU {}", g.split(" (").next().unwrap_or(g))).unwrap_or_default()
         );
-        match plot::plots(&rows, &b.output_dir, &sub) {
+        match plot::plots(rows, dir, &sub) {
             Ok(f) => written.extend(f),
             Err(e) => eprintln!("xtask: note: plots skipped: {e:#}"),
         }
     }
-    println!("{}", export::markdown(&rows, &caption));
     for p in written {
         eprintln!("xtask: wrote {}", p.display());
     }
-    Ok(())
+    Ok(export::markdown(rows, &caption))
 }
 
 fn short_cpu(model: &str) -> String {
@@ -582,14 +609,13 @@ fn short_cpu(model: &str) -> String {
 /// `cargo xtask bench …` as it was typed (the arguments after the subcommand).
 fn command_line() -> String {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let quoted: Vec<String> = args
-        .iter()
-        .map(|a| if a.contains(' ') || a.is_empty() { format!("'{a}'") } else { a.clone() })
-        .collect();
+    let quoted: Vec<String> =
+        args.iter().map(|a| if a.contains(' ') || a.is_empty() { format!("'{a}'") } else { a.clone() }).collect();
     format!("cargo xtask {}", quoted.join(" "))
 }
 
-fn caption(b: &Bench, env: &Value, text_mode: &str, notes: &[String]) -> String {
+fn caption(env: &Value) -> String {
+    let text_mode = env["text_tokens"].as_str().unwrap_or("");
     let gpu = match env["gpu_adapter"].get("name") {
         Some(n) => format!(
             "GPU: {} ({}, {} {}).",
@@ -608,10 +634,13 @@ fn caption(b: &Bench, env: &Value, text_mode: &str, notes: &[String]) -> String 
          `{}` ({}, commit {}).",
         short_cpu(env["cpu_model"].as_str().unwrap_or("")),
         env["cores"],
-        env["cpu_simd_used"].as_array().map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join("+")).unwrap_or_default(),
-        b.threads,
-        b.num_runs,
-        b.warmup,
+        env["cpu_simd_used"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join("+"))
+            .unwrap_or_default(),
+        env["threads"],
+        env["runs"]["timed"],
+        env["runs"]["warmup"],
         env["command"].as_str().unwrap_or(""),
         env["date"].as_str().unwrap_or(""),
         env["git_commit"].as_str().unwrap_or("").chars().take(10).collect::<String>(),
@@ -625,7 +654,7 @@ fn caption(b: &Bench, env: &Value, text_mode: &str, notes: &[String]) -> String 
             py["onnxruntime"].as_str().unwrap_or("n/a")
         );
     }
-    for n in notes {
+    for n in env["notes"].as_array().into_iter().flatten().filter_map(|n| n.as_str()) {
         s += &format!(" Note: {n}.");
     }
     s

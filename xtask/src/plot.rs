@@ -64,9 +64,9 @@ struct Metric {
 }
 
 const METRICS: [Metric; 3] = [
-    Metric { file: "throughput", title: "Throughput", y: "items/s (median run)", log: true },
-    Metric { file: "time", title: "Time per batch", y: "median time per batch (ms)", log: true },
-    Metric { file: "memory", title: "Peak memory", y: "MiB", log: false },
+    Metric { file: "throughput", title: "Throughput", y: "items/s (median run, log scale)", log: true },
+    Metric { file: "time", title: "Time per batch", y: "median time per batch (ms, log scale)", log: true },
+    Metric { file: "memory", title: "Memory", y: "MiB (log scale)", log: true },
 ];
 
 /// (series name, color index, dashed, points (batch, value)) of one panel.
@@ -125,7 +125,37 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, rows: &[Row], m: &Metr
     let (w, _) = root.dim_in_pixel();
     let title_font = (FONT, (w as f64 / 50.0).clamp(18.0, 26.0) as u32).into_font();
     let root = root.titled(&format!("{} vs batch size — {subtitle}", m.title), title_font).map_err(err)?;
-    let panels = root.split_evenly((1, towers.len().max(1)));
+    // the legend: one strip under the panels, never over the data
+    let mut legend: Vec<(String, usize, bool)> = Vec::new();
+    for tower in &towers {
+        for (name, ci, dashed, _) in series(rows, tower, m.file, &names) {
+            if !legend.iter().any(|l| l.0 == name) {
+                legend.push((name, ci, dashed));
+            }
+        }
+    }
+    let cols = if legend.iter().map(|l| l.0.chars().count()).max().unwrap_or(0) > 48 { 1 } else { 2 };
+    let (_, h) = root.dim_in_pixel();
+    let strip = 16 + 24 * legend.len().div_ceil(cols) as u32;
+    let (top, bottom) = root.split_vertically(h.saturating_sub(strip));
+    let (bw, _) = bottom.dim_in_pixel();
+    for (i, (name, ci, dashed)) in legend.iter().enumerate() {
+        // column-major: read down the first column, then the second
+        let per_col = legend.len().div_ceil(cols);
+        let x = 80 + (i / per_col) as i32 * (bw as i32 - 80) / cols as i32;
+        let y = 12 + (i % per_col) as i32 * 24;
+        let style = ShapeStyle { color: COLORS[*ci].to_rgba(), filled: true, stroke_width: 3 };
+        if *dashed {
+            bottom.draw(&PathElement::new(vec![(x, y + 8), (x + 10, y + 8)], style)).map_err(err)?;
+            bottom.draw(&PathElement::new(vec![(x + 16, y + 8), (x + 26, y + 8)], style)).map_err(err)?;
+            bottom.draw(&TriangleMarker::new((x + 13, y + 8), 6, style)).map_err(err)?;
+        } else {
+            bottom.draw(&PathElement::new(vec![(x, y + 8), (x + 26, y + 8)], style)).map_err(err)?;
+            bottom.draw(&Circle::new((x + 13, y + 8), 4, style)).map_err(err)?;
+        }
+        bottom.draw(&Text::new(name.clone(), (x + 36, y), (FONT, 16).into_font())).map_err(err)?;
+    }
+    let panels = top.split_evenly((1, towers.len().max(1)));
     let batches: Vec<f64> = {
         let mut b: Vec<f64> = rows.iter().map(|r| r.batch as f64).collect();
         b.sort_by(|a, b| a.total_cmp(b));
@@ -139,11 +169,7 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, rows: &[Row], m: &Metr
         let (lo, hi) = ys.iter().fold((f64::MAX, f64::MIN), |(a, b), &y| (a.min(y), b.max(y)));
         let (lo, hi) = if ys.is_empty() { (1.0, 10.0) } else { (lo, hi) };
         let mut chart = ChartBuilder::on(panel);
-        chart
-            .caption(format!("{tower}"), (FONT, 20))
-            .margin(12)
-            .x_label_area_size(48)
-            .y_label_area_size(72);
+        chart.caption(format!("{tower}"), (FONT, 20)).margin(12).x_label_area_size(48).y_label_area_size(72);
         let x_fmt = |x: &f64| {
             let r = x.round();
             if (x - r).abs() < 1e-6 && batches.contains(&r) {
@@ -153,7 +179,9 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, rows: &[Row], m: &Metr
             }
         };
         let y_fmt = |y: &f64| {
-            if *y >= 100.0 {
+            if *y == 0.0 {
+                "0".to_string()
+            } else if *y >= 100.0 {
                 format!("{y:.0}")
             } else if *y >= 1.0 {
                 format!("{y:.1}")
@@ -176,7 +204,7 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, rows: &[Row], m: &Metr
                     .bold_line_style(RGBColor(210, 210, 210))
                     .draw()
                     .map_err(err)?;
-                for (name, ci, dashed, pts) in &ss {
+                for (_, ci, dashed, pts) in &ss {
                     let color = COLORS[*ci];
                     let style = ShapeStyle { color: color.to_rgba(), filled: true, stroke_width: 2 };
                     if *dashed {
@@ -184,20 +212,12 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, rows: &[Row], m: &Metr
                     } else {
                         c.draw_series(LineSeries::new(pts.iter().copied(), style)).map_err(err)?;
                     }
-                    c.draw_series(pts.iter().map(|&p| Circle::new(p, 4, style)))
-                        .map_err(err)?
-                        .label(name.clone())
-                        .legend(move |(x, y)| {
-                            PathElement::new(vec![(x, y), (x + 18, y)], ShapeStyle { stroke_width: 3, ..style })
-                        });
+                    if *dashed {
+                        c.draw_series(pts.iter().map(|&p| TriangleMarker::new(p, 6, style))).map_err(err)?;
+                    } else {
+                        c.draw_series(pts.iter().map(|&p| Circle::new(p, 4, style))).map_err(err)?;
+                    }
                 }
-                c.configure_series_labels()
-                    .position(SeriesLabelPosition::UpperLeft)
-                    .background_style(WHITE.mix(0.85))
-                    .border_style(RGBColor(180, 180, 180))
-                    .label_font((FONT, 14))
-                    .draw()
-                    .map_err(err)?;
             }};
         }
         if m.log {
@@ -213,14 +233,27 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, rows: &[Row], m: &Metr
 /// Writes `throughput`, `time` and `memory` as `.svg` and `.png` into `dir`; returns the files.
 pub fn plots(rows: &[Row], dir: &Path, subtitle: &str) -> Result<Vec<PathBuf>> {
     register_font()?;
-    let towers = {
-        let mut t: Vec<&str> = rows.iter().map(|r| r.tower.as_str()).collect();
-        t.dedup();
-        t.len().max(1) as u32
-    };
-    let size = (620 * towers.max(2), 560);
+    let mut towers: Vec<&str> = Vec::new();
+    let mut names: Vec<String> = Vec::new();
+    for r in rows {
+        if !towers.contains(&r.tower.as_str()) {
+            towers.push(&r.tower);
+        }
+        if !names.contains(&r.series()) {
+            names.push(r.series());
+        }
+    }
+    let gpu_series = rows
+        .iter()
+        .filter(|r| r.gpu_pool_bytes.0.is_some())
+        .map(|r| r.series())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
     let mut files = Vec::new();
     for m in &METRICS {
+        // memory plots have a second (dashed) series per GPU engine: the pool
+        let entries = names.len() + if m.file == "memory" { gpu_series } else { 0 };
+        let size = (620 * (towers.len() as u32).max(2), 520 + 16 + 24 * entries as u32);
         let svg = dir.join(format!("{}.svg", m.file));
         draw(SVGBackend::new(&svg, size).into_drawing_area(), rows, m, subtitle)?;
         let png = dir.join(format!("{}.png", m.file));

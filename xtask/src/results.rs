@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A figure that the system may not expose: the value, or `"n/a"` in the exports.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -17,6 +17,17 @@ impl<T: Serialize> Serialize for Na<T> {
     }
 }
 
+impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for Na<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = serde_json::Value::deserialize(d)?;
+        Ok(Na(match v {
+            serde_json::Value::String(s) if s == "n/a" => None,
+            serde_json::Value::Null => None,
+            v => Some(serde_json::from_value(v).map_err(serde::de::Error::custom)?),
+        }))
+    }
+}
+
 impl<T> From<Option<T>> for Na<T> {
     fn from(v: Option<T>) -> Self {
         Na(v)
@@ -27,7 +38,7 @@ impl<T> From<Option<T>> for Na<T> {
 pub const CLIP: &str = "clip-wgpu";
 
 /// One configuration's figures. Field names are part of the JSON/CSV contract.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Row {
     /// `clip-wgpu`, `torch` or `ort`.
     pub engine: String,
@@ -122,7 +133,8 @@ impl Row {
     /// `engine device precision` (plus the adapter for GPUs): one plot series.
     pub fn series(&self) -> String {
         if self.device == "gpu" {
-            format!("{} gpu {} ({})", self.engine, self.precision, self.adapter)
+            let short = self.adapter.split(" (").next().unwrap_or(&self.adapter);
+            format!("{} gpu {} ({short})", self.engine, self.precision)
         } else {
             format!("{} cpu {}", self.engine, self.precision)
         }
@@ -165,10 +177,8 @@ pub fn add_ratios(rows: &mut [Row]) {
 /// Sets `overlap_efficiency` on the `e2e` rows: e2e ÷ min(decode+preprocess, encode) for the
 /// same engine, device, precision and batch.
 pub fn add_overlap(rows: &mut [Row]) {
-    let rates: Vec<(String, String, String, usize, f64)> = rows
-        .iter()
-        .map(|r| (r.series(), r.tower.clone(), r.precision.clone(), r.batch, r.items_per_s))
-        .collect();
+    let rates: Vec<(String, String, String, usize, f64)> =
+        rows.iter().map(|r| (r.series(), r.tower.clone(), r.precision.clone(), r.batch, r.items_per_s)).collect();
     for r in rows.iter_mut().filter(|r| r.tower == "e2e") {
         let find = |tower: &str| {
             rates.iter().find(|(s, t, _, n, _)| *s == r.series() && t == tower && *n == r.batch).map(|x| x.4)
@@ -240,6 +250,11 @@ mod tests {
             assert!(v.get(k).is_some(), "{k}");
         }
         assert_eq!(v["peak_rss_bytes"], "n/a");
+        // and back (`xtask report` re-reads results.json)
+        let back: Row = serde_json::from_value(v).unwrap();
+        assert_eq!(back.ratios, rows[4].ratios);
+        assert_eq!(back.peak_rss_bytes, Na(None));
+        assert_eq!(back.times_s, rows[4].times_s);
     }
 
     #[test]

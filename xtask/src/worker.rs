@@ -95,7 +95,8 @@ fn serve_inner(spec: &Spec) -> Result<()> {
         ..Default::default()
     };
     if spec.device == "gpu" {
-        opts.precision = Some(Precision::parse(&spec.precision).ok_or_else(|| anyhow!("GPU precision {}", spec.precision))?);
+        opts.precision =
+            Some(Precision::parse(&spec.precision).ok_or_else(|| anyhow!("GPU precision {}", spec.precision))?);
     } else {
         opts.cpu_precision =
             CpuPrecision::parse(&spec.precision).ok_or_else(|| anyhow!("CPU precision {}", spec.precision))?;

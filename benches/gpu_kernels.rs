@@ -1,0 +1,228 @@
+//! The GPU kernels (WGSL through wgpu) at ViT-B/32's real shapes, on every GPU adapter of the
+//! primary backends (lavapipe in CI: `VK_ICD_FILENAMES=/usr/share/vulkan/icd.d/lvp_icd.x86_64.json`).
+//! Each sample is one dispatch, submitted and waited for. Skips with a message when there is
+//! no adapter.
+//!
+//! `cargo bench --bench gpu_kernels`; `CLIP_WGPU_BENCH_BATCH=1,8` sets the batches (images
+//! or texts; default 1 and 8), `CLIP_WGPU_BENCH_PRECISION=f32` the storage precisions (default
+//! f32 and, where the adapter has SHADER_F16, f16).
+
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput};
+
+use clip_wgpu::gpu::attention::{self, AttentionKey};
+use clip_wgpu::gpu::executor::{create_kernel, Kernel};
+use clip_wgpu::gpu::matmul::{self, MatmulKey};
+use clip_wgpu::gpu::norm::{self, NormKey};
+use clip_wgpu::gpu::{Context, Dt, KernelKey, Precision};
+
+const VISION_TOKENS: usize = 50;
+const TEXT_TOKENS: usize = 77;
+
+fn env_list(name: &str) -> Option<Vec<String>> {
+    std::env::var(name).ok().map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+}
+
+fn batches() -> Vec<usize> {
+    env_list("CLIP_WGPU_BENCH_BATCH")
+        .map(|l| l.iter().filter_map(|s| s.parse().ok()).filter(|&b| b > 0).collect())
+        .unwrap_or_else(|| vec![1, 8])
+}
+
+fn precisions(ctx: &Context) -> Vec<Precision> {
+    let wanted = env_list("CLIP_WGPU_BENCH_PRECISION").unwrap_or_else(|| vec!["f32".into(), "f16".into()]);
+    wanted.iter().filter_map(|p| Precision::parse(p)).filter(|p| *p == Precision::F32 || ctx.has_f16()).collect()
+}
+
+fn dt(p: Precision) -> Dt {
+    match p {
+        Precision::F32 => Dt::F32,
+        Precision::F16 => Dt::F16,
+    }
+}
+
+/// A kernel with its buffers bound, ready to dispatch.
+struct Launch {
+    kernel: Kernel,
+    bind: wgpu::BindGroup,
+    groups: [u32; 3],
+    buffers: Vec<wgpu::Buffer>,
+}
+
+impl Launch {
+    /// Binds `sizes[i]` bytes of storage at binding `i + 1` and `params` at binding 0.
+    fn new(ctx: &Context, key: KernelKey, params: [u32; 8], sizes: &[(u32, u64)], groups: [u32; 3]) -> Launch {
+        let dev = &ctx.device;
+        let kernel = create_kernel(dev, &key);
+        let uniform = dev.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("bench params"),
+            size: 32,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        ctx.queue.write_buffer(&uniform, 0, bytemuck::cast_slice(&params));
+        let mut buffers: Vec<(u32, wgpu::Buffer)> = sizes
+            .iter()
+            .map(|&(binding, size)| {
+                let b = dev.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("bench data"),
+                    size: size.div_ceil(16).max(1) * 16,
+                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                });
+                (binding, b)
+            })
+            .collect();
+        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
+        entries.extend(
+            buffers
+                .iter()
+                .map(|(binding, b)| wgpu::BindGroupEntry { binding: *binding, resource: b.as_entire_binding() }),
+        );
+        let bind = dev.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("bench"),
+            layout: &kernel.layout,
+            entries: &entries,
+        });
+        drop(entries);
+        buffers.push((0, uniform));
+        Launch { kernel, bind, groups, buffers: buffers.into_iter().map(|b| b.1).collect() }
+    }
+
+    /// One dispatch, submitted and waited for.
+    fn run(&self, ctx: &Context) {
+        let mut enc = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("bench") });
+        {
+            let mut pass =
+                enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("bench"), timestamp_writes: None });
+            pass.set_pipeline(&self.kernel.pipeline);
+            pass.set_bind_group(0, &self.bind, &[]);
+            let [x, y, z] = self.groups;
+            pass.dispatch_workgroups(x, y, z);
+        }
+        ctx.queue.submit([enc.finish()]);
+        ctx.device.poll(wgpu::PollType::wait_indefinitely()).expect("device lost");
+    }
+}
+
+fn setup(g: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>) {
+    g.sample_size(10);
+    g.sampling_mode(SamplingMode::Flat);
+    g.warm_up_time(Duration::from_millis(500));
+    g.measurement_time(Duration::from_secs(2));
+}
+
+fn adapter_tag(ctx: &Context) -> String {
+    let name = ctx.report.name.split(" (").next().unwrap_or(&ctx.report.name).replace(' ', "_");
+    format!("{name}-{}", ctx.report.backend)
+}
+
+fn contexts() -> Vec<Context> {
+    let all: Vec<Context> = Context::all().into_iter().filter_map(|c| c.ok()).collect();
+    if all.is_empty() {
+        eprintln!("gpu_kernels: no GPU adapter found (install a Vulkan driver, e.g. mesa-vulkan-drivers): skipped");
+    }
+    all
+}
+
+fn matmuls(c: &mut Criterion) {
+    for ctx in contexts() {
+        let mut g = c.benchmark_group(format!("gpu_matmul/{}", adapter_tag(&ctx)));
+        setup(&mut g);
+        for p in precisions(&ctx) {
+            let t = dt(p);
+            for b in batches() {
+                // (name, rows, K, N, activation, accumulate): the linear layers of one block
+                let shapes = [
+                    ("vision_qkv", VISION_TOKENS * b, 768, 2304, 0, false),
+                    ("vision_fc1", VISION_TOKENS * b, 768, 3072, 1, false),
+                    ("vision_fc2", VISION_TOKENS * b, 3072, 768, 0, true),
+                    ("text_qkv", TEXT_TOKENS * b, 512, 1536, 0, false),
+                    ("text_fc1", TEXT_TOKENS * b, 512, 2048, 1, false),
+                    ("text_fc2", TEXT_TOKENS * b, 2048, 512, 0, true),
+                ];
+                for (name, m, k, n, act, acc) in shapes {
+                    let key = MatmulKey { x: t, w: t, y: t, bias: true, act, acc, patch: false };
+                    let s = t.size();
+                    let l = Launch::new(
+                        &ctx,
+                        KernelKey::Matmul(key),
+                        matmul::params(m, n, k),
+                        &[(1, (m * k) as u64 * s), (2, (n * k) as u64 * s), (3, n as u64 * s), (4, (m * n) as u64 * s)],
+                        matmul::dispatch(m, n),
+                    );
+                    g.throughput(Throughput::Elements((2 * m * n * k) as u64));
+                    g.bench_function(BenchmarkId::new(format!("{name}_{p}"), format!("b{b}_{m}x{k}x{n}")), |bench| {
+                        bench.iter(|| l.run(&ctx))
+                    });
+                }
+            }
+        }
+        g.finish();
+    }
+}
+
+fn attention_and_layernorm(c: &mut Criterion) {
+    for ctx in contexts() {
+        let mut g = c.benchmark_group(format!("gpu_ops/{}", adapter_tag(&ctx)));
+        setup(&mut g);
+        for p in precisions(&ctx) {
+            let t = dt(p);
+            let s = t.size();
+            for b in batches() {
+                for (name, len, width, heads, causal) in
+                    [("attention_vision", VISION_TOKENS, 768, 12, false), ("attention_text", TEXT_TOKENS, 512, 8, true)]
+                {
+                    let head_dim = width / heads;
+                    let tokens = b * len;
+                    let key = AttentionKey { qkv: t, out: t, hd4: (head_dim / 4) as u32, causal };
+                    let l = Launch::new(
+                        &ctx,
+                        KernelKey::Attention(key),
+                        attention::params(width, heads, head_dim),
+                        &[
+                            (1, (tokens * 3 * width) as u64 * s),
+                            (2, (b * 2 * 4) as u64),
+                            (3, (tokens * width) as u64 * s),
+                        ],
+                        attention::dispatch(heads, b),
+                    );
+                    // the sequence table: (offset, length) per sequence
+                    let table: Vec<u32> = (0..b).flat_map(|i| [(i * len) as u32, len as u32]).collect();
+                    ctx.queue.write_buffer(&l.buffers[1], 0, bytemuck::cast_slice(&table));
+                    g.throughput(Throughput::Elements(b as u64));
+                    g.bench_function(BenchmarkId::new(format!("{name}_{p}"), format!("b{b}_{len}tok")), |bench| {
+                        bench.iter(|| l.run(&ctx))
+                    });
+                }
+                for (name, rows, width) in
+                    [("layernorm_vision", VISION_TOKENS * b, 768), ("layernorm_text", TEXT_TOKENS * b, 512)]
+                {
+                    let key = NormKey { x: t, y: t, g: t, inplace: false, subgroup: ctx.has_subgroup(), l2: false };
+                    let l = Launch::new(
+                        &ctx,
+                        KernelKey::Norm(key),
+                        norm::params(width, rows, 1e-5),
+                        &[
+                            (1, (rows * width) as u64 * s),
+                            (2, (rows * width) as u64 * s),
+                            (3, width as u64 * s),
+                            (4, width as u64 * s),
+                        ],
+                        norm::dispatch(rows),
+                    );
+                    g.throughput(Throughput::Elements(rows as u64));
+                    g.bench_function(
+                        BenchmarkId::new(format!("{name}_{p}"), format!("b{b}_{rows}x{width}")),
+                        |bench| bench.iter(|| l.run(&ctx)),
+                    );
+                }
+            }
+        }
+        g.finish();
+    }
+}
+
+criterion_group!(benches, matmuls, attention_and_layernorm);
+criterion_main!(benches);
