@@ -166,3 +166,65 @@ pub fn fingerprint(ck: &Checkpoint) -> Key {
     h.update(&ck.weights.logit_scale.to_le_bytes());
     *h.finalize().as_bytes()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> Checkpoint {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny/hf");
+        crate::model::load(Path::new(dir), &Default::default()).expect("tiny fixture")
+    }
+
+    #[test]
+    fn memory_lru_keeps_the_newest_entries() {
+        let ck = tiny();
+        let d = ck.config.embed_dim;
+        let c = EmbeddingCache::new(&ck, 2, None).unwrap();
+        let keys: Vec<Key> = (0..3u32).map(|i| c.text_key(&[49406, i, 49407])).collect();
+        assert_ne!(keys[0], keys[1]);
+        for (i, k) in keys.iter().enumerate() {
+            c.put(k, &vec![i as f32; d]);
+        }
+        assert!(c.get(&keys[0]).is_none(), "the oldest entry is evicted");
+        assert_eq!(c.get(&keys[2]).unwrap(), vec![2.0; d]);
+        assert_eq!(c.stats(), CacheStats { hits: 1, misses: 1 });
+        // a wrong-length embedding is not stored
+        c.put(&keys[0], &[1.0]);
+        assert!(c.get(&keys[0]).is_none());
+    }
+
+    #[test]
+    fn disk_entries_survive_and_bad_ones_are_ignored() {
+        let ck = tiny();
+        let d = ck.config.embed_dim;
+        let dir = tempfile::tempdir().unwrap();
+        let e: Vec<f32> = (0..d).map(|i| i as f32 * 0.5 - 1.0).collect();
+        let key = {
+            let c = EmbeddingCache::new(&ck, 0, Some(dir.path())).unwrap();
+            let k = c.image_key(b"not really a jpeg", Variant::Hf);
+            assert_ne!(k, c.image_key(b"not really a jpeg", Variant::OpenAi), "the variant is part of the key");
+            c.put(&k, &e);
+            k
+        };
+        // a new cache (a new run) finds it
+        let c = EmbeddingCache::new(&ck, 4, Some(dir.path())).unwrap();
+        assert_eq!(c.get(&key).unwrap(), e);
+        // a torn entry is a miss, not an error
+        let path = EmbeddingCache::path(dir.path(), &key);
+        std::fs::write(&path, [0u8; 7]).unwrap();
+        let c = EmbeddingCache::new(&ck, 4, Some(dir.path())).unwrap();
+        assert!(c.get(&key).is_none());
+        c.put(&key, &e);
+        assert_eq!(std::fs::metadata(&path).unwrap().len() as usize, d * 4);
+    }
+
+    #[test]
+    fn fingerprint_tells_models_apart() {
+        let a = tiny();
+        let mut b = tiny();
+        assert_eq!(fingerprint(&a), fingerprint(&b));
+        b.weights.params.list[0].data[0] += 1.0;
+        assert_ne!(fingerprint(&a), fingerprint(&b));
+    }
+}

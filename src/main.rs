@@ -10,7 +10,14 @@ use clap::Parser;
 use cli::{Cli, Command};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // usage errors exit 1 like every other fatal error (2 means "some inputs failed")
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(1) } else { ExitCode::SUCCESS };
+        }
+    };
     cli::install_interrupt_handler();
     let result = match cli.command {
         Command::Score(a) => cli::score(a),

@@ -130,7 +130,12 @@ fn fatal_errors_exit_1_with_a_clear_message() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/model"));
 
     let out = run(&["embed", "--model", &model(), "--device", "cpu", "--text", "y", "--batch-size", "0"]);
+    assert_eq!(out.status.code(), Some(1), "a usage error is fatal (1), not a failed input (2)");
+    assert!(stderr(&out).contains("not a batch size"), "{}", stderr(&out));
+    let out = run(&["embed", "--model", &model(), "--no-such-option"]);
     assert_eq!(out.status.code(), Some(1));
+    let out = run(&["--help"]);
+    assert_eq!(out.status.code(), Some(0));
 }
 
 /// Reference embedding of a fixture image (`franz-kafka.jpg` or `CLIP.png`).
