@@ -1,22 +1,48 @@
-//! The CPU backend: interprets a tower's [`Program`] in f32, multithreaded (rayon), with the
-//! matrix products in [`gemm`]. It is the reference the GPU backend is validated against.
+//! The CPU backend: interprets a tower's [`Program`] in f32, multithreaded (rayon). The linear
+//! layers run on weights prepared once ([`Prepared`]): hand-written packed-panel kernels
+//! ([`gemm_f32`] in f32 or bf16, [`gemm_i8`] in int8) with the bias and activation or the
+//! residual add fused, or the `gemm` crate on AVX-512 and NEON machines in f32; the
+//! instruction-set level is chosen at run time ([`isa`]). It is the reference the GPU backend
+//! is validated against.
 
 pub mod gemm;
+pub mod gemm_f32;
+pub mod gemm_i8;
+pub mod isa;
 pub mod ops;
 pub mod precision;
+pub mod simd;
 
+pub use isa::Isa;
 pub use precision::CpuPrecision;
 
 use std::collections::HashMap;
 
 use rayon::prelude::*;
 
-use crate::model::{Act, ClipConfig, Input, Op, ParamId, Params, Program, Rows, Seqs};
+use crate::model::{Act, Activation, ClipConfig, Input, Op, ParamId, Params, Program, Rows, Seqs};
 
-/// The CPU's own copy of what it reads differently from the canonical weights: every
-/// linear layer's matrix transposed to `[in, out]`, made once.
+/// How one linear layer is kept for the CPU.
+enum Weight {
+    /// `[in, out]` f32, multiplied by the `gemm` crate (levels `avx512`, `neon`, f32); the
+    /// bias is added after the product.
+    Dense(Vec<f32>),
+    /// f32 or bf16 packed panels with the bias (`gemm_f32`).
+    Packed(gemm_f32::Packed),
+    /// int8 per-channel panels with the bias (`gemm_i8`).
+    Int8(gemm_i8::PackedI8),
+}
+
+/// The CPU's own copy of the linear layers, made once for a precision and an instruction-set
+/// level: packed panels (f32, bf16) or quantised ones (int8) with their biases for the
+/// hand-written kernels, or the matrix transposed to `[in, out]` for the `gemm` crate.
+///
+/// The patch embedding and the final projections stay f32 at every precision (a few per cent
+/// of the work; quantising them costs accuracy for nothing measurable).
 pub struct Prepared {
-    transposed: HashMap<ParamId, Vec<f32>>,
+    precision: CpuPrecision,
+    isa: Isa,
+    weights: HashMap<ParamId, Weight>,
 }
 
 impl Prepared {
@@ -25,42 +51,125 @@ impl Prepared {
         Self::with_precision(params, programs, CpuPrecision::F32)
     }
 
-    /// Prepares the linear layers the programs use, stored for `precision`.
+    /// Prepares the linear layers the programs use, stored for `precision`, for the
+    /// instruction-set level [`Isa::from_env`] (`CLIP_WGPU_CPU_ISA`, else the best detected).
     pub fn with_precision(params: &Params, programs: &[&Program], precision: CpuPrecision) -> Prepared {
+        Self::with_isa(params, programs, precision, Isa::from_env())
+    }
+
+    /// [`with_precision`](Self::with_precision) at a given instruction-set level (which this
+    /// machine must have: [`Isa::available`]). Tests use it to run every level in one process.
+    pub fn with_isa(params: &Params, programs: &[&Program], precision: CpuPrecision, isa: Isa) -> Prepared {
         assert!(precision.supported(), "CPU precision {precision} is not supported on this machine");
+        assert!(isa.available(), "CPU instruction set {isa} is not available on this machine");
+        // (weight, bias, n_out, n_in, reduced precision allowed)
         let mut lins = Vec::new();
         for p in programs {
             for op in &p.ops {
                 match op {
-                    Op::Linear { lin, .. } | Op::PatchEmbed { patch: lin, .. } => lins.push(*lin),
+                    Op::Linear { x, lin, .. } => {
+                        lins.push((lin.weight, lin.bias, lin.n_out, lin.n_in, *x != Act::Pooled))
+                    }
+                    Op::PatchEmbed { patch, .. } => lins.push((patch.weight, None, patch.n_out, patch.n_in, false)),
                     _ => {}
                 }
             }
         }
-        let transposed = lins
+        lins.sort_by_key(|l| l.0 .0);
+        lins.dedup_by_key(|l| l.0 .0);
+        let crate_f32 = matches!(isa, Isa::Avx512 | Isa::Neon);
+        let weights = lins
             .par_iter()
-            .map(|l| {
-                let w = params.data(l.weight);
-                let (n, k) = (l.n_out, l.n_in);
-                let mut t = vec![0f32; w.len()];
-                // blocked so both sides stay in cache
-                for o0 in (0..n).step_by(64) {
-                    for i0 in (0..k).step_by(64) {
-                        for o in o0..(o0 + 64).min(n) {
-                            for i in i0..(i0 + 64).min(k) {
-                                t[i * n + o] = w[o * k + i];
-                            }
-                        }
-                    }
-                }
-                (l.weight, t)
+            .map(|&(id, bias, n, k, reduced)| {
+                let w = params.data(id);
+                let b = bias.map(|b| params.data(b));
+                let prec = if reduced { precision } else { CpuPrecision::F32 };
+                let weight = match prec {
+                    CpuPrecision::F32 if crate_f32 => Weight::Dense(transpose(w, n, k)),
+                    CpuPrecision::F32 => Weight::Packed(gemm_f32::Packed::from_out_in(w, b, n, k, false)),
+                    CpuPrecision::Bf16 => Weight::Packed(gemm_f32::Packed::from_out_in(w, b, n, k, true)),
+                    CpuPrecision::Int8 => Weight::Int8(gemm_i8::PackedI8::from_out_in(w, b, n, k)),
+                };
+                (id, weight)
             })
             .collect();
-        Prepared { transposed }
+        Prepared { precision, isa, weights }
     }
 
-    fn weight_t(&self, id: ParamId) -> &[f32] {
-        self.transposed.get(&id).expect("linear weight not prepared")
+    pub fn precision(&self) -> CpuPrecision {
+        self.precision
+    }
+
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// Bytes of prepared weight storage.
+    pub fn weight_bytes(&self) -> usize {
+        self.weights
+            .values()
+            .map(|w| match w {
+                Weight::Dense(d) => d.len() * 4,
+                Weight::Packed(p) => p.bytes(),
+                Weight::Int8(q) => q.bytes(),
+            })
+            .sum()
+    }
+
+    fn weight(&self, id: ParamId) -> &Weight {
+        self.weights.get(&id).expect("linear weight not prepared")
+    }
+
+    fn avx2(&self) -> bool {
+        self.isa.avx2_kernels()
+    }
+
+    /// `y (+)= act(x·Wᵀ + b)` with the layer's prepared weight; `bias` is the layer's
+    /// (used only by the dense path: the packed ones carry their own).
+    #[allow(clippy::too_many_arguments)]
+    fn linear(
+        &self,
+        y: &mut [f32],
+        x: &[f32],
+        rows: usize,
+        id: ParamId,
+        k: usize,
+        n: usize,
+        bias: Option<&[f32]>,
+        act: simd::Act,
+        accumulate: bool,
+    ) {
+        match self.weight(id) {
+            Weight::Dense(wt) => {
+                gemm::matmul(y, x, wt, rows, k, n, accumulate);
+                ops::bias_act_isa(&mut y[..rows * n], n, bias, act, self.avx2());
+            }
+            Weight::Packed(p) => gemm_f32::matmul(self.isa, y, x, rows, p, act, accumulate),
+            Weight::Int8(q) => gemm_i8::matmul(self.isa, y, x, rows, q, act, accumulate),
+        }
+    }
+}
+
+/// `[out, in]` → `[in, out]`, blocked so both sides stay in cache.
+fn transpose(w: &[f32], n: usize, k: usize) -> Vec<f32> {
+    let mut t = vec![0f32; w.len()];
+    for o0 in (0..n).step_by(64) {
+        for i0 in (0..k).step_by(64) {
+            for o in o0..(o0 + 64).min(n) {
+                for i in i0..(i0 + 64).min(k) {
+                    t[i * n + o] = w[o * k + i];
+                }
+            }
+        }
+    }
+    t
+}
+
+fn act_of(a: Option<Activation>) -> simd::Act {
+    match a {
+        None => simd::Act::None,
+        Some(Activation::QuickGelu) => simd::Act::QuickGelu,
+        Some(Activation::Gelu) => simd::Act::Gelu,
     }
 }
 
@@ -106,7 +215,15 @@ pub fn run_prepared(program: &Program, cfg: &ClipConfig, params: &Params, prep: 
         let total: f64 = spent.iter().map(|s| s.1).sum();
         let parts: Vec<String> =
             spent.iter().map(|(k, t)| format!("{k} {:.1} ms ({:.0}%)", t * 1e3, 100.0 * t / total)).collect();
-        eprintln!("cpu {:?} x{}: {:.1} ms: {}", program.tower, seqs.count(), total * 1e3, parts.join(", "));
+        eprintln!(
+            "cpu {:?} x{} ({}, {}): {:.1} ms: {}",
+            program.tower,
+            seqs.count(),
+            prep.precision,
+            prep.isa,
+            total * 1e3,
+            parts.join(", ")
+        );
     }
     acts.remove(&program.output).unwrap_or_default()
 }
@@ -129,7 +246,7 @@ fn exec(
             let (d, g2) = (patch.n_out, v.grid() * v.grid());
             let cols = ops::im2col(data, n, v.image_size, v.patch_size);
             let mut pe = vec![0f32; n * g2 * d];
-            gemm::matmul(&mut pe, &cols, prep.weight_t(patch.weight), n * g2, patch.n_in, d, false);
+            prep.linear(&mut pe, &cols, n * g2, patch.weight, patch.n_in, d, None, simd::Act::None, false);
             let (class, pos) = (params.data(class), params.data(pos));
             let x = acts.get_mut(&out).unwrap();
             for s in 0..n {
@@ -165,10 +282,10 @@ fn exec(
             let w = program.width(x);
             let (g, b) = (params.data(ln.gamma), params.data(ln.beta));
             if x == out {
-                ops::layer_norm_inplace(acts.get_mut(&x).unwrap(), w, g, b, eps);
+                ops::layer_norm_inplace_isa(acts.get_mut(&x).unwrap(), w, g, b, eps, prep.avx2());
             } else {
                 let src = acts.remove(&x).unwrap();
-                ops::layer_norm(&src, acts.get_mut(&out).unwrap(), w, g, b, eps);
+                ops::layer_norm_isa(&src, acts.get_mut(&out).unwrap(), w, g, b, eps, prep.avx2());
                 acts.insert(x, src);
             }
         }
@@ -176,14 +293,13 @@ fn exec(
             let src = acts.remove(&x).expect("linear input");
             let rows = src.len() / lin.n_in;
             let y = acts.get_mut(&out).expect("linear output");
-            gemm::matmul(y, &src, prep.weight_t(lin.weight), rows, lin.n_in, lin.n_out, accumulate);
             let bias = lin.bias.map(|b| params.data(b));
-            ops::bias_act(y, lin.n_out, bias, act);
+            prep.linear(y, &src, rows, lin.weight, lin.n_in, lin.n_out, bias, act_of(act), accumulate);
             acts.insert(x, src);
         }
         Op::Attention { qkv, out, heads, head_dim, causal } => {
             let src = acts.remove(&qkv).unwrap();
-            ops::attention(&src, acts.get_mut(&out).unwrap(), seqs, heads, head_dim, causal);
+            ops::attention_isa(&src, acts.get_mut(&out).unwrap(), seqs, heads, head_dim, causal, prep.avx2());
             acts.insert(qkv, src);
         }
         Op::Pool { x, at, out } => {

@@ -4,35 +4,58 @@
 use rayon::prelude::*;
 
 use super::gemm::{small_matmul, Strided};
+use super::simd;
 use crate::model::{Activation, PoolAt, Seqs};
 
-/// `out[r] = (x[r] - mean) / sqrt(var + eps) · gamma + beta` per row of width `w`.
+/// `out[r] = (x[r] - mean) / sqrt(var + eps) · gamma + beta` per row of width `w`
+/// (plain Rust, f64 sums).
 pub fn layer_norm(x: &[f32], out: &mut [f32], w: usize, gamma: &[f32], beta: &[f32], eps: f32) {
-    out.par_chunks_mut(w).zip(x.par_chunks(w)).for_each(|(o, r)| {
-        let mean = r.iter().map(|&v| v as f64).sum::<f64>() / w as f64;
-        let var = r.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / w as f64;
-        let inv = 1.0 / (var + eps as f64).sqrt();
-        let (mean, inv) = (mean as f32, inv as f32);
-        for i in 0..w {
-            o[i] = (r[i] - mean) * inv * gamma[i] + beta[i];
+    layer_norm_isa(x, out, w, gamma, beta, eps, false)
+}
+
+/// [`layer_norm`], with the AVX2+FMA row kernel when `avx2` (the caller checked the CPU:
+/// [`Isa::avx2_kernels`](super::Isa)).
+pub fn layer_norm_isa(x: &[f32], out: &mut [f32], w: usize, gamma: &[f32], beta: &[f32], eps: f32, avx2: bool) {
+    out.par_chunks_mut(w * 8).zip(x.par_chunks(w * 8)).for_each(|(o, r)| {
+        for (o, r) in o.chunks_mut(w).zip(r.chunks(w)) {
+            simd::layer_norm_row(r, o, gamma, beta, eps, avx2);
         }
     });
 }
 
 /// In-place layernorm.
 pub fn layer_norm_inplace(x: &mut [f32], w: usize, gamma: &[f32], beta: &[f32], eps: f32) {
-    x.par_chunks_mut(w).for_each(|r| {
-        let copy = r.to_vec();
-        layer_norm(&copy, r, w, gamma, beta, eps);
+    layer_norm_inplace_isa(x, w, gamma, beta, eps, false)
+}
+
+/// In-place [`layer_norm_isa`].
+pub fn layer_norm_inplace_isa(x: &mut [f32], w: usize, gamma: &[f32], beta: &[f32], eps: f32, avx2: bool) {
+    x.par_chunks_mut(w * 8).for_each(|rows| {
+        let mut copy = vec![0f32; w];
+        for r in rows.chunks_mut(w) {
+            copy.copy_from_slice(r);
+            simd::layer_norm_row(&copy, r, gamma, beta, eps, avx2);
+        }
     });
 }
 
-pub fn quick_gelu(x: f32) -> f32 {
-    x / (1.0 + (-1.702 * x).exp())
-}
+pub use super::simd::{gelu, quick_gelu};
 
-pub fn gelu(x: f32) -> f32 {
-    (0.5 * x as f64 * (1.0 + libm::erf(x as f64 / std::f64::consts::SQRT_2))) as f32
+/// Adds the bias to every row and applies the activation (vectorised when `avx2`).
+pub fn bias_act_isa(y: &mut [f32], n: usize, bias: Option<&[f32]>, act: simd::Act, avx2: bool) {
+    if bias.is_none() && act == simd::Act::None {
+        return;
+    }
+    y.par_chunks_mut(n.max(1) * 16).for_each(|rows| {
+        for r in rows.chunks_mut(n) {
+            if let Some(b) = bias {
+                for (v, &bb) in r.iter_mut().zip(b) {
+                    *v += bb;
+                }
+            }
+            simd::act_slice(r, act, avx2);
+        }
+    });
 }
 
 /// Adds the bias to every row and applies the activation.
@@ -65,6 +88,11 @@ pub fn add_bias(y: &mut [f32], n: usize, bias: &[f32]) {
 /// wide and split into heads of `hd`; `out` rows are the heads' outputs side by side.
 /// One job per (sequence, head): `S = Q·Kᵀ·scale`, masked row softmax, `O = P·V`.
 pub fn attention(qkv: &[f32], out: &mut [f32], seqs: &Seqs, heads: usize, hd: usize, causal: bool) {
+    attention_isa(qkv, out, seqs, heads, hd, causal, false)
+}
+
+/// [`attention`], with the AVX2+FMA softmax when `avx2`.
+pub fn attention_isa(qkv: &[f32], out: &mut [f32], seqs: &Seqs, heads: usize, hd: usize, causal: bool, avx2: bool) {
     let width = heads * hd;
     let scale = 1.0 / (hd as f32).sqrt();
     let jobs: Vec<(usize, usize)> = (0..seqs.count()).flat_map(|s| (0..heads).map(move |h| (s, h))).collect();
@@ -82,15 +110,7 @@ pub fn attention(qkv: &[f32], out: &mut [f32], seqs: &Seqs, heads: usize, hd: us
             small_matmul(&mut p, view(0), view(1), true);
             for (i, row) in p.chunks_mut(len).enumerate() {
                 let end = if causal { i + 1 } else { len };
-                let max = row[..end].iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v * scale));
-                let mut sum = 0f32;
-                for v in &mut row[..end] {
-                    *v = (*v * scale - max).exp();
-                    sum += *v;
-                }
-                let inv = 1.0 / sum;
-                row[..end].iter_mut().for_each(|v| *v *= inv);
-                row[end..].fill(0.0);
+                simd::softmax_row(row, end, scale, avx2);
             }
             let mut o = vec![0f32; len * hd];
             small_matmul(&mut o, Strided { data: &p, rows: len, cols: len, row_stride: len }, view(2), false);

@@ -33,9 +33,17 @@ impl CpuPrecision {
         }
     }
 
-    /// Whether this build runs it on this machine.
+    /// Whether this build runs it on this machine: all three run everywhere (AVX2 kernels
+    /// where the CPU has AVX2+FMA, portable ones elsewhere).
     pub fn supported(self) -> bool {
-        matches!(self, CpuPrecision::F32)
+        true
+    }
+
+    /// The precision to use when none is asked for: f32, the reference (reduced precisions
+    /// trade exactness for speed and are opt-in; see docs/rejected-optimizations.md for
+    /// what they gain on each machine).
+    pub fn best_for_machine() -> CpuPrecision {
+        CpuPrecision::F32
     }
 }
 

@@ -1,0 +1,132 @@
+//! Which instruction set the CPU engine's kernels use: the best one detected at run time,
+//! or one forced by `CLIP_WGPU_CPU_ISA=scalar|avx2|avx512|neon|auto` (read once per process),
+//! or one given to [`Prepared::with_isa`](super::Prepared::with_isa) (what tests use, since
+//! an environment variable is process-wide).
+//!
+//! | level | f32 products | int8 / bf16 products | row ops (layernorm, softmax, GELU) |
+//! |---|---|---|---|
+//! | `scalar` | portable packed-panel kernel (plain Rust) | portable kernels | plain Rust |
+//! | `avx2` | AVX2+FMA 6×16 packed-panel kernel | AVX2 kernels | AVX2+FMA |
+//! | `avx512` | the `gemm` crate (its AVX-512 kernels) | AVX2 kernels | AVX2+FMA |
+//! | `neon` | the `gemm` crate (its NEON kernels) | portable kernels | plain Rust |
+//!
+//! A forced level this machine lacks is not an error: the engine prints one line on stderr
+//! and uses the detected level instead (so does an unknown value).
+
+use std::sync::OnceLock;
+
+/// An instruction-set level of the CPU kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Isa {
+    /// Plain Rust (whatever the compiler vectorises for the build's baseline target).
+    Scalar,
+    /// x86-64 AVX2 + FMA (+ F16C not needed).
+    Avx2,
+    /// x86-64 AVX-512F (with AVX2 + FMA): f32 products through the `gemm` crate's kernels.
+    Avx512,
+    /// aarch64 NEON: f32 products through the `gemm` crate's kernels.
+    Neon,
+}
+
+impl Isa {
+    pub const ALL: [Isa; 4] = [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+            Isa::Neon => "neon",
+        }
+    }
+
+    /// `Some(None)` for `auto`, `Some(Some(level))` for a level, `None` if unknown.
+    pub fn parse(s: &str) -> Option<Option<Isa>> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" | "" => Some(None),
+            "scalar" | "portable" | "generic" => Some(Some(Isa::Scalar)),
+            "avx2" => Some(Some(Isa::Avx2)),
+            "avx512" | "avx-512" => Some(Some(Isa::Avx512)),
+            "neon" => Some(Some(Isa::Neon)),
+            _ => None,
+        }
+    }
+
+    /// Whether this machine (and build) can run this level.
+    pub fn available(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            Isa::Avx2 => has_avx2_fma(),
+            Isa::Avx512 => {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    has_avx2_fma() && std::arch::is_x86_feature_detected!("avx512f")
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                {
+                    false
+                }
+            }
+            Isa::Neon => cfg!(target_arch = "aarch64"),
+        }
+    }
+
+    /// The best level this machine runs.
+    pub fn detect() -> Isa {
+        static DETECTED: OnceLock<Isa> = OnceLock::new();
+        *DETECTED.get_or_init(|| {
+            [Isa::Avx512, Isa::Avx2, Isa::Neon].into_iter().find(|i| i.available()).unwrap_or(Isa::Scalar)
+        })
+    }
+
+    /// The level the engine uses unless told otherwise: `CLIP_WGPU_CPU_ISA` if set to an
+    /// available level, else [`Isa::detect`]. Read once per process.
+    pub fn from_env() -> Isa {
+        static CHOSEN: OnceLock<Isa> = OnceLock::new();
+        *CHOSEN.get_or_init(|| {
+            let Ok(v) = std::env::var("CLIP_WGPU_CPU_ISA") else { return Isa::detect() };
+            match Isa::parse(&v) {
+                Some(None) => Isa::detect(),
+                Some(Some(i)) if i.available() => i,
+                Some(Some(i)) => {
+                    eprintln!(
+                        "clip-wgpu: CLIP_WGPU_CPU_ISA={} is not available on this machine; using {}",
+                        i.name(),
+                        Isa::detect().name()
+                    );
+                    Isa::detect()
+                }
+                None => {
+                    eprintln!(
+                        "clip-wgpu: unknown CLIP_WGPU_CPU_ISA={v:?} (scalar|avx2|avx512|neon|auto); using {}",
+                        Isa::detect().name()
+                    );
+                    Isa::detect()
+                }
+            }
+        })
+    }
+
+    /// Whether the hand-written AVX2+FMA kernels may run at this level (on this machine).
+    pub(crate) fn avx2_kernels(self) -> bool {
+        matches!(self, Isa::Avx2 | Isa::Avx512) && has_avx2_fma()
+    }
+}
+
+impl std::fmt::Display for Isa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+fn has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}

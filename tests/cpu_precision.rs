@@ -1,0 +1,205 @@
+//! The CPU engine's instruction-set levels and precisions:
+//! - the tiny checkpoint against transformers (1e-5) at every level this machine has, each
+//!   forced through `Prepared::with_isa` (no environment variable, so tests don't race);
+//! - bf16 and int8 against f32 on the full-size random ViT-B/32 (min cosine ≥ 0.999, both
+//!   towers; SKIPPED without tests/fixtures/full unless CLIP_WGPU_REQUIRE_FULL=1);
+//! - a text computed alone equals the same text in a batch with 77-token and padded ones.
+
+mod common;
+use common::reference::*;
+
+use clip_wgpu::cpu::{self, CpuPrecision, Isa, Prepared};
+use clip_wgpu::model::{self, Checkpoint, Input, LoadOptions, Program, Tower};
+
+fn isas() -> Vec<Isa> {
+    Isa::ALL.into_iter().filter(|i| i.available()).collect()
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let d: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    d / (na * nb)
+}
+
+fn min_cosine(a: &[f32], b: &[f32], e: usize) -> f64 {
+    a.chunks(e).zip(b.chunks(e)).map(|(x, y)| cosine(x, y)).fold(1.0, f64::min)
+}
+
+struct Towers {
+    ck: Checkpoint,
+    vision: Program,
+    text: Program,
+}
+
+impl Towers {
+    fn load(dir: &std::path::Path) -> Towers {
+        let ck = model::load(dir, &LoadOptions::default()).unwrap();
+        let vision = Program::new(Tower::Vision, &ck.config, &ck.weights);
+        let text = Program::new(Tower::Text, &ck.config, &ck.weights);
+        Towers { ck, vision, text }
+    }
+    fn prepare(&self, precision: CpuPrecision, isa: Isa) -> Prepared {
+        Prepared::with_isa(&self.ck.weights.params, &[&self.vision, &self.text], precision, isa)
+    }
+    fn images(&self, prep: &Prepared, px: &[f32], n: usize) -> Vec<f32> {
+        cpu::run_prepared(&self.vision, &self.ck.config, &self.ck.weights.params, prep, &Input::Pixels { data: px, n })
+    }
+    fn texts(&self, prep: &Prepared, ids: &[Vec<u32>]) -> Vec<f32> {
+        cpu::run_prepared(&self.text, &self.ck.config, &self.ck.weights.params, prep, &Input::Tokens(ids))
+    }
+}
+
+#[test]
+fn tiny_matches_transformers_at_every_available_isa() {
+    let r = load(&tiny_dir().join("reference.json"));
+    for dir in ["hf", "hf-bf16"] {
+        let t = Towers::load(&tiny_dir().join(dir));
+        let px = synthetic_pixels(r.n_synthetic, t.ck.config.vision.image_size);
+        for isa in isas() {
+            let prep = t.prepare(CpuPrecision::F32, isa);
+            assert_eq!(prep.isa(), isa);
+            let img = t.images(&prep, &px, r.n_synthetic);
+            let err = max_abs(&img, &r.image_embeds[..r.n_synthetic]);
+            assert!(err <= 1e-5, "{dir} {isa}: image embeddings max abs error {err}");
+            let txt = t.texts(&prep, &r.ids);
+            let err = max_abs(&txt, &r.text_embeds);
+            assert!(err <= 1e-5, "{dir} {isa}: text embeddings max abs error {err}");
+            eprintln!("{dir} {isa}: f32 ok");
+        }
+    }
+}
+
+#[test]
+fn tiny_reduced_precisions_run_at_every_available_isa() {
+    // The tiny model (width 8–16) is too narrow for quantisation to be accurate; this checks
+    // that every (precision, level) pair runs, agrees across levels, and stays close.
+    let r = load(&tiny_dir().join("reference.json"));
+    let t = Towers::load(&tiny_dir().join("hf"));
+    let px = synthetic_pixels(r.n_synthetic, t.ck.config.vision.image_size);
+    let e = t.ck.config.embed_dim;
+    for p in CpuPrecision::ALL.into_iter().filter(|p| p.supported()) {
+        let mut first: Option<(Vec<f32>, Vec<f32>)> = None;
+        for isa in isas() {
+            let prep = t.prepare(p, isa);
+            let (img, txt) = (t.images(&prep, &px, r.n_synthetic), t.texts(&prep, &r.ids));
+            let want: Vec<f32> = r.image_embeds[..r.n_synthetic].concat();
+            let (ci, ct) = (min_cosine(&img, &want, e), min_cosine(&txt, &r.text_embeds.concat(), e));
+            eprintln!("tiny {p} {isa}: min cosine vs transformers: image {ci:.6}, text {ct:.6}");
+            assert!(ci > 0.99 && ct > 0.99, "tiny {p} {isa}: image {ci}, text {ct}");
+            match &first {
+                None => first = Some((img, txt)),
+                Some((i0, t0)) => {
+                    // levels differ in f32 rounding (FMA or not, summation order), which int8
+                    // can turn into a different rounding of a quantised value
+                    let d = max_abs(&img, &i0.chunks(e).map(|c| c.to_vec()).collect::<Vec<_>>())
+                        .max(max_abs(&txt, &t0.chunks(e).map(|c| c.to_vec()).collect::<Vec<_>>()));
+                    let c = min_cosine(&img, i0, e).min(min_cosine(&txt, t0, e));
+                    if p == CpuPrecision::Int8 {
+                        assert!(c >= 0.9999, "tiny {p} {isa}: min cosine to the first level {c}");
+                    } else {
+                        assert!(d <= 1e-4, "tiny {p} {isa}: differs from the first level by {d}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn isa_names_parse() {
+    assert_eq!(Isa::parse("auto"), Some(None));
+    assert_eq!(Isa::parse("AVX2"), Some(Some(Isa::Avx2)));
+    assert_eq!(Isa::parse("scalar"), Some(Some(Isa::Scalar)));
+    assert_eq!(Isa::parse("avx512"), Some(Some(Isa::Avx512)));
+    assert_eq!(Isa::parse("sse9"), None);
+    assert!(Isa::Scalar.available() && Isa::detect().available() && Isa::from_env().available());
+    assert!(CpuPrecision::best_for_machine().supported());
+}
+
+fn full() -> Option<std::path::PathBuf> {
+    let dir = root().join("tests/fixtures/full");
+    if dir.join("reference.json").is_file() {
+        return Some(dir);
+    }
+    if std::env::var("CLIP_WGPU_REQUIRE_FULL").is_ok_and(|v| v == "1") {
+        panic!("CLIP_WGPU_REQUIRE_FULL=1 but {} is missing: run scripts/make_fixtures.py full", dir.display());
+    }
+    eprintln!(
+        "SKIPPED: no full-size fixture at {} (python3 scripts/make_fixtures.py full tests/fixtures/full --openai)",
+        dir.display()
+    );
+    None
+}
+
+#[test]
+fn full_size_reduced_precisions_stay_within_cosine_0_999_of_f32() {
+    let Some(dir) = full() else { return };
+    let r = load(&dir.join("reference.json"));
+    let t = Towers::load(&dir);
+    let n = r.n_synthetic;
+    let px = synthetic_pixels(n, 224);
+    let e = t.ck.config.embed_dim;
+    let isa = Isa::detect();
+    let f32p = t.prepare(CpuPrecision::F32, isa);
+    let (img0, txt0) = (t.images(&f32p, &px, n), t.texts(&f32p, &r.ids));
+    assert!(max_abs(&img0, &r.image_embeds[..n]) <= 1e-5, "f32 {isa}: image embeddings differ from transformers");
+    assert!(max_abs(&txt0, &r.text_embeds) <= 1e-5, "f32 {isa}: text embeddings differ from transformers");
+    for p in [CpuPrecision::Bf16, CpuPrecision::Int8] {
+        if !p.supported() {
+            eprintln!("{p}: not supported on this machine");
+            continue;
+        }
+        let prep = t.prepare(p, isa);
+        let (img, txt) = (t.images(&prep, &px, n), t.texts(&prep, &r.ids));
+        let (ci, ct) = (min_cosine(&img, &img0, e), min_cosine(&txt, &txt0, e));
+        eprintln!(
+            "full {p} {isa}: min cosine vs f32: image {ci:.6} ({n} images), text {ct:.6} ({} texts)",
+            r.ids.len()
+        );
+        assert!(ci >= 0.999, "{p}: image min cosine {ci}");
+        assert!(ct >= 0.999, "{p}: text min cosine {ct}");
+    }
+}
+
+/// Ids of a 7-token text, a 77-token one (no padding), and a short one padded to 77 with
+/// the end-of-text id, as HF's tokenizer pads, and one padded with zeros.
+fn mixed_batch(vocab_top: u32) -> (Vec<u32>, Vec<Vec<u32>>) {
+    let (sot, eot) = (vocab_top - 1, vocab_top);
+    let short = vec![sot, 320, 1125, 539, 320, 1929, eot];
+    let mut long = vec![sot];
+    long.extend((0..75).map(|i| 300 + (i * 7919 % 40000) as u32));
+    long.push(eot);
+    let mut padded = vec![sot, 320, 2368, eot];
+    padded.resize(77, eot);
+    let mut zeros = vec![sot, 1125, 539, 9289, 320, eot];
+    zeros.resize(77, 0);
+    (short.clone(), vec![long.clone(), short, padded, zeros, long])
+}
+
+fn check_alone_vs_batched(t: &Towers, label: &str) {
+    let (short, batch) = mixed_batch(49407);
+    let e = t.ck.config.embed_dim;
+    for p in CpuPrecision::ALL.into_iter().filter(|p| p.supported()) {
+        for isa in isas() {
+            let prep = t.prepare(p, isa);
+            let alone = t.texts(&prep, std::slice::from_ref(&short));
+            let together = t.texts(&prep, &batch);
+            let d = alone.iter().zip(&together[e..2 * e]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(d <= 1e-5, "{label} {p} {isa}: short text alone vs batched differs by {d}");
+            // the padded ones equal their unpadded selves
+            let unpadded = t.texts(&prep, &[batch[2][..4].to_vec(), batch[3][..6].to_vec()]);
+            let d2 = unpadded.iter().zip(&together[2 * e..4 * e]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(d2 <= 1e-5, "{label} {p} {isa}: padded text vs unpadded differs by {d2}");
+            eprintln!("{label} {p} {isa}: alone vs batched {d:.1e}, padded vs unpadded {d2:.1e}");
+        }
+    }
+}
+
+#[test]
+fn short_text_alone_equals_it_batched_with_long_and_padded_texts() {
+    check_alone_vs_batched(&Towers::load(&tiny_dir().join("hf")), "tiny");
+    if let Some(dir) = full() {
+        check_alone_vs_batched(&Towers::load(&dir), "full");
+    }
+}
