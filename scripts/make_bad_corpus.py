@@ -114,7 +114,7 @@ def bad_images():
     write("images", "bad_colour_type.png", png(10, 10, depth=8, ctype=7, idat=zlib.compress(b"\0" * 40)), "bad_image", "corrupt")
     # JPEG: start-of-image then noise
     noise = RNG.integers(0, 256, 3000, dtype=np.uint8).tobytes()
-    write("images", "soi_then_noise.jpg", b"\xff\xd8" + noise, "bad_image", "corrupt")
+    write("images", "soi_then_noise.jpg", b"\xff\xd8\xff\xe0" + noise, "bad_image", "corrupt")
     # JPEG with its entropy-coded data replaced by noise (header valid)
     sos = good_jpg.index(b"\xff\xda")
     write("images", "noise_scan.jpg", good_jpg[: sos + 14] + noise.replace(b"\xff", b"\x00") + b"\xff\xd9", "bad_image", None, note="decodes to garbage pixels, as Pillow does: must not panic")
@@ -159,7 +159,7 @@ def bad_images():
     write("images", "bomb_gif_65535x65535.gif", gif, "bad_image", "65535x65535", bomb=[65535, 65535])
     # a small logical screen with a frame that claims 65535x65535 (and almost no data)
     gif = b"GIF89a" + struct.pack("<HHBBB", 10, 10, 0, 0, 0) + b"," + struct.pack("<HHHHB", 0, 0, 65535, 65535, 0) + b"\x02\x02\x44\x01\x00;"
-    write("images", "bomb_gif_frame_65535x65535.gif", gif, "bad_image", None, bomb_frame=[65535, 65535])
+    write("images", "bomb_gif_frame_65535x65535.gif", gif, "bad_image", "65535x65535", bomb=[65535, 65535])
     bmp = bytearray(good_bmp[:54])
     bmp[18:26] = struct.pack("<ii", 100000, 100000)
     write("images", "bomb_bmp_100000x100000.bmp", bytes(bmp) + b"\0" * 64, "bad_image", "100000x100000", bomb=[100000, 100000])

@@ -216,6 +216,18 @@ impl Source<'_> {
         self.shape(name).ok_or_else(|| self.missing(name))
     }
 
+    /// The shape of `name`, which must have `rank` dimensions (hyper-parameters are read from it).
+    fn shape_rank(&self, name: &str, rank: usize) -> Result<Vec<usize>, LoadError> {
+        let s = self.shape_of(name)?;
+        if s.len() != rank {
+            return Err(LoadError::Config {
+                path: self.path.clone(),
+                msg: format!("tensor `{}{name}` has shape {s:?}, expected {rank} dimensions", self.prefix),
+            });
+        }
+        Ok(s)
+    }
+
     /// Reads tensor `name`, checks it has `expected` elements laid out as `expected`
     /// (a scalar `[]` also accepts `[1]`), and converts it to f32.
     fn read(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>, LoadError> {
@@ -255,12 +267,12 @@ fn hf_config(cfg: Option<&(PathBuf, String)>, src: &Source) -> Result<ClipConfig
     let names: BTreeSet<String> = src.st.names().into_iter().map(String::from).collect();
     let count = |tower: &str| layer_count(&names, &format!("{}{tower}.encoder.layers.", src.prefix));
     let patch = src.shape_of("vision_model.embeddings.patch_embedding.weight")?;
-    let vpos = src.shape_of("vision_model.embeddings.position_embedding.weight")?;
-    let tok = src.shape_of("text_model.embeddings.token_embedding.weight")?;
-    let tpos = src.shape_of("text_model.embeddings.position_embedding.weight")?;
-    let vmlp = src.shape_of("vision_model.encoder.layers.0.mlp.fc1.weight")?;
-    let tmlp = src.shape_of("text_model.encoder.layers.0.mlp.fc1.weight")?;
-    let proj = src.shape_of("visual_projection.weight")?;
+    let vpos = src.shape_rank("vision_model.embeddings.position_embedding.weight", 2)?;
+    let tok = src.shape_rank("text_model.embeddings.token_embedding.weight", 2)?;
+    let tpos = src.shape_rank("text_model.embeddings.position_embedding.weight", 2)?;
+    let vmlp = src.shape_rank("vision_model.encoder.layers.0.mlp.fc1.weight", 2)?;
+    let tmlp = src.shape_rank("text_model.encoder.layers.0.mlp.fc1.weight", 2)?;
+    let proj = src.shape_rank("visual_projection.weight", 2)?;
     inferred(
         &src.path,
         (patch, vpos, vmlp, count("vision_model")),
@@ -347,12 +359,12 @@ fn openai_config(
     };
     let count = |p: &str| layer_count(names, &format!("{}{p}", src.prefix));
     let patch = src.shape_of("visual.conv1.weight")?;
-    let vpos = src.shape_of("visual.positional_embedding")?;
-    let vmlp = src.shape_of("visual.transformer.resblocks.0.mlp.c_fc.weight")?;
-    let tok = src.shape_of("token_embedding.weight")?;
-    let tpos = src.shape_of("positional_embedding")?;
-    let tmlp = src.shape_of("transformer.resblocks.0.mlp.c_fc.weight")?;
-    let proj = src.shape_of("text_projection")?;
+    let vpos = src.shape_rank("visual.positional_embedding", 2)?;
+    let vmlp = src.shape_rank("visual.transformer.resblocks.0.mlp.c_fc.weight", 2)?;
+    let tok = src.shape_rank("token_embedding.weight", 2)?;
+    let tpos = src.shape_rank("positional_embedding", 2)?;
+    let tmlp = src.shape_rank("transformer.resblocks.0.mlp.c_fc.weight", 2)?;
+    let proj = src.shape_rank("text_projection", 2)?;
     let mut cfg = inferred(
         &src.path,
         (patch, vpos, vmlp, count("visual.transformer.resblocks.")),

@@ -90,14 +90,20 @@ impl Decoded {
     /// (16-bit colour images keep the high byte, as Pillow's `RGB;16B` unpacker does; 16-bit
     /// grayscale becomes `I;16`; float images are converted by the image crate to 8 bits).
     pub fn from_dynamic(img: &DynamicImage) -> Decoded {
+        Self::from_dynamic_owned(img.clone())
+    }
+
+    /// [`Decoded::from_dynamic`] taking the image by value: 8-bit buffers are moved, not
+    /// copied, so decoding holds one copy of the pixels at a time.
+    pub fn from_dynamic_owned(img: DynamicImage) -> Decoded {
         let (width, height) = (img.width(), img.height());
         let hi = |v: &[u16]| v.iter().map(|&x| (x >> 8) as u8).collect::<Vec<u8>>();
         let pixels = match img {
-            DynamicImage::ImageLuma8(b) => Pixels::L(b.as_raw().clone()),
-            DynamicImage::ImageLumaA8(b) => Pixels::La(b.as_raw().clone()),
-            DynamicImage::ImageRgb8(b) => Pixels::Rgb(b.as_raw().clone()),
-            DynamicImage::ImageRgba8(b) => Pixels::Rgba(b.as_raw().clone()),
-            DynamicImage::ImageLuma16(b) => Pixels::I16(b.as_raw().clone()),
+            DynamicImage::ImageLuma8(b) => Pixels::L(b.into_raw()),
+            DynamicImage::ImageLumaA8(b) => Pixels::La(b.into_raw()),
+            DynamicImage::ImageRgb8(b) => Pixels::Rgb(b.into_raw()),
+            DynamicImage::ImageRgba8(b) => Pixels::Rgba(b.into_raw()),
+            DynamicImage::ImageLuma16(b) => Pixels::I16(b.into_raw()),
             DynamicImage::ImageLumaA16(b) => Pixels::La(hi(b.as_raw())),
             DynamicImage::ImageRgb16(b) => Pixels::Rgb(hi(b.as_raw())),
             DynamicImage::ImageRgba16(b) => Pixels::Rgba(hi(b.as_raw())),
@@ -330,6 +336,68 @@ fn jpeg_is_truncated(b: &[u8]) -> bool {
     }
 }
 
+/// GIF: the extent (`left + width`, `top + height`) of the first frame's image descriptor, which
+/// may exceed the logical screen the decoder reports (Pillow sizes such an image by the frame).
+fn gif_first_frame_extent(b: &[u8]) -> Option<(u32, u32)> {
+    let flags = *b.get(10)?;
+    let mut pos = 13usize;
+    if flags & 0x80 != 0 {
+        pos += 3 << ((flags & 7) + 1);
+    }
+    loop {
+        match *b.get(pos)? {
+            0x2C => {
+                let f = |i: usize| -> Option<u32> {
+                    Some(u16::from_le_bytes([*b.get(pos + i)?, *b.get(pos + i + 1)?]) as u32)
+                };
+                return Some((f(1)? + f(5)?, f(3)? + f(7)?));
+            }
+            0x21 => {
+                // extension: label, then data sub-blocks up to a zero-length one
+                pos += 2;
+                loop {
+                    let n = *b.get(pos)? as usize;
+                    pos += 1 + n;
+                    if n == 0 {
+                        break;
+                    }
+                }
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// The size a PNG, BMP, GIF or WebP header declares, read from the raw bytes before any decoder
+/// is created (so the bomb check never depends on what a decoder allocates while opening), as
+/// `(width, height)` with a zero or negative dimension reported as 0. `None`: not found (the
+/// decoder then reports the problem, and the size it reads is checked again).
+fn header_dimensions(b: &[u8], format: ImageFormat) -> Option<(u64, u64)> {
+    let be32 = |i: usize| -> Option<u64> { Some(u32::from_be_bytes(b.get(i..i + 4)?.try_into().ok()?) as u64) };
+    let le32 = |i: usize| -> Option<i64> { Some(i32::from_le_bytes(b.get(i..i + 4)?.try_into().ok()?) as i64) };
+    let le16 = |i: usize| -> Option<u64> { Some(u16::from_le_bytes(b.get(i..i + 2)?.try_into().ok()?) as u64) };
+    let le24 = |i: usize| -> Option<u64> { Some(le16(i)? | (*b.get(i + 2)? as u64) << 16) };
+    match format {
+        ImageFormat::Png if b.get(12..16) == Some(b"IHDR") => Some((be32(16)?, be32(20)?)),
+        ImageFormat::Bmp => {
+            let header_size = le32(14)?;
+            let (w, h) = if header_size == 12 { (le16(18)? as i64, le16(20)? as i64) } else { (le32(18)?, le32(22)?) };
+            Some((w.max(0) as u64, h.unsigned_abs()))
+        }
+        ImageFormat::Gif => Some((le16(6)?, le16(8)?)),
+        ImageFormat::WebP => match b.get(12..16)? {
+            b"VP8X" => Some((le24(24)? + 1, le24(27)? + 1)),
+            b"VP8L" if b.get(20) == Some(&0x2f) => {
+                let bits = u32::from_le_bytes(b.get(21..25)?.try_into().ok()?) as u64;
+                Some(((bits & 0x3fff) + 1, ((bits >> 14) & 0x3fff) + 1))
+            }
+            b"VP8 " if b.get(23..26) == Some(&[0x9d, 0x01, 0x2a]) => Some((le16(26)? & 0x3fff, le16(28)? & 0x3fff)),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// Number of components in a JPEG's first SOF segment.
 fn jpeg_components(b: &[u8]) -> Option<u8> {
     let mut pos = 2usize;
@@ -393,6 +461,10 @@ fn decode_format(bytes: &[u8], format: ImageFormat, limits: &Limits) -> Result<D
     if format == ImageFormat::Jpeg {
         return super::jpeg::decode(bytes, limits);
     }
+    if let Some((w, h)) = header_dimensions(bytes, format) {
+        let clamp = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+        check_dimensions(clamp(w), clamp(h), limits)?;
+    }
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     let mut il = image::Limits::default();
     // Budget for the largest layout we may hold (RGBA16 = 8 bytes/pixel) plus slack.
@@ -401,6 +473,11 @@ fn decode_format(bytes: &[u8], format: ImageFormat, limits: &Limits) -> Result<D
     let decoder = reader.into_decoder().map_err(map_image_error)?;
     let (w, h) = decoder.dimensions();
     check_dimensions(w, h, limits)?;
+    if format == ImageFormat::Gif {
+        if let Some((fw, fh)) = gif_first_frame_extent(bytes) {
+            check_dimensions(fw.max(w), fh.max(h), limits)?;
+        }
+    }
 
     if format == ImageFormat::Jpeg && jpeg_is_truncated(bytes) {
         return Err(corrupt("JPEG data ends before the end-of-image marker"));
@@ -417,7 +494,7 @@ fn decode_format(bytes: &[u8], format: ImageFormat, limits: &Limits) -> Result<D
         _ => HeaderInfo::default(),
     };
     let img = DynamicImage::from_decoder(decoder).map_err(map_image_error)?;
-    let mut d = Decoded::from_dynamic(&img);
+    let mut d = Decoded::from_dynamic_owned(img);
     if d.width != w || d.height != h {
         return Err(corrupt("decoded size differs from the header"));
     }
@@ -454,6 +531,35 @@ mod tests {
         assert_eq!(cmyk_to_rgb(&[0, 0, 0, 0]), vec![255, 255, 255]);
         assert_eq!(cmyk_to_rgb(&[255, 0, 0, 0]), vec![0, 255, 255]);
         assert_eq!(cmyk_to_rgb(&[0, 0, 0, 255]), vec![0, 0, 0]);
+    }
+
+    #[test]
+    fn header_sizes() {
+        let mut png = vec![0x89, b'P', b'N', b'G', 13, 10, 26, 10, 0, 0, 0, 13];
+        png.extend_from_slice(b"IHDR");
+        png.extend_from_slice(&[0, 1, 0x86, 0xA0, 0, 0, 0, 0]);
+        assert_eq!(header_dimensions(&png, ImageFormat::Png), Some((100_000, 0)));
+        assert_eq!(header_dimensions(&png[..20], ImageFormat::Png), None);
+        let mut bmp = vec![0u8; 30];
+        bmp[14] = 40;
+        bmp[18..22].copy_from_slice(&(-5i32).to_le_bytes());
+        bmp[22..26].copy_from_slice(&(-7i32).to_le_bytes());
+        assert_eq!(header_dimensions(&bmp, ImageFormat::Bmp), Some((0, 7)));
+        let mut webp = b"RIFF\0\0\0\0WEBPVP8L\0\0\0\0\x2f".to_vec();
+        webp.extend_from_slice(&(16383u32 | 99 << 14).to_le_bytes());
+        assert_eq!(header_dimensions(&webp, ImageFormat::WebP), Some((16384, 100)));
+    }
+
+    #[test]
+    fn gif_frame_extent() {
+        let mut b = b"GIF89a".to_vec();
+        b.extend_from_slice(&[10, 0, 10, 0, 0x80, 0, 0]); // 10x10 screen, 2-entry colour table
+        b.extend_from_slice(&[0; 6]);
+        b.extend_from_slice(&[0x21, 0xF9, 4, 1, 0, 0, 0, 0]); // graphic control extension
+        b.extend_from_slice(&[0x2C, 5, 0, 0, 0, 0xFF, 0xFF, 3, 0, 0]);
+        assert_eq!(gif_first_frame_extent(&b), Some((65540, 3)));
+        assert_eq!(gif_first_frame_extent(&b[..20]), None);
+        assert_eq!(gif_first_frame_extent(b"GIF89a"), None);
     }
 
     #[test]
