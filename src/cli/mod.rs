@@ -206,6 +206,13 @@ fn hf_cache_dir() -> Option<PathBuf> {
 }
 
 /// Downloads config.json and model.safetensors of the default checkpoint into the cache.
+#[cfg(not(feature = "download"))]
+fn download_default(_cache: Option<&std::path::Path>, _quiet: bool) -> Result<PathBuf, String> {
+    Err("this build has no download support (cargo feature `download`)".into())
+}
+
+/// Downloads config.json and model.safetensors of the default checkpoint into the cache.
+#[cfg(feature = "download")]
 fn download_default(cache: Option<&std::path::Path>, quiet: bool) -> Result<PathBuf, String> {
     let mut b = hf_hub::api::sync::ApiBuilder::from_env().with_progress(!quiet && std::io::stderr().is_terminal());
     if let Some(c) = cache {
