@@ -92,6 +92,10 @@ struct Bench {
     /// CPU threads for every engine.
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// GPU configurations only up to this batch size (software adapters such as lavapipe
+    /// take minutes per image batch); larger ones are skipped with a note.
+    #[arg(long)]
+    gpu_max_batch: Option<usize>,
     /// GPU adapter (name substring or index, as in `clip-wgpu info`).
     #[arg(long)]
     adapter: Option<String>,
@@ -407,6 +411,10 @@ fn bench(b: Bench) -> Result<()> {
         eprintln!("xtask: {tower} batch {n}: starting {} workers", engines.len() + baselines.len());
         let mut ws: Vec<(Engine, Worker)> = Vec::new();
         for e in engines.iter().chain(if tower == "e2e" { &[][..] } else { &baselines[..] }) {
+            if e.device == "gpu" && b.gpu_max_batch.is_some_and(|m| *n > m) {
+                note(&mut notes, format!("{} {tower} batch {n}: over --gpu-max-batch, skipped", e.name()));
+                continue;
+            }
             let cmd = if e.engine == CLIP {
                 let spec = Spec {
                     model: model.clone(),

@@ -86,7 +86,8 @@ fn series(rows: &[Row], tower: &str, metric: &str, names: &[String]) -> Vec<Seri
     for r in rows.iter().filter(|r| r.tower == tower) {
         let name = r.series();
         let color = names.iter().position(|n| *n == name).unwrap_or(0) % COLORS.len();
-        let x = r.batch as f64;
+        // x: log2 of the batch on a linear axis, so that every power of two gets its label
+        let x = (r.batch as f64).log2();
         match metric {
             "throughput" => push(name, color, false, x, r.items_per_s),
             "time" => push(name, color, false, x, r.median_s * 1e3),
@@ -156,13 +157,9 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, rows: &[Row], m: &Metr
         bottom.draw(&Text::new(name.clone(), (x + 36, y), (FONT, 16).into_font())).map_err(err)?;
     }
     let panels = top.split_evenly((1, towers.len().max(1)));
-    let batches: Vec<f64> = {
-        let mut b: Vec<f64> = rows.iter().map(|r| r.batch as f64).collect();
-        b.sort_by(|a, b| a.total_cmp(b));
-        b.dedup();
-        b
-    };
-    let (x0, x1) = (batches.first().copied().unwrap_or(1.0) / 1.5, batches.last().copied().unwrap_or(1.0) * 1.5);
+    let xs: Vec<f64> = rows.iter().map(|r| (r.batch as f64).log2()).collect();
+    let (x0, x1) = xs.iter().fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+    let (x0, x1) = if xs.is_empty() { (-0.5, 0.5) } else { (x0 - 0.5, x1 + 0.5) };
     for (panel, tower) in panels.iter().zip(&towers) {
         let ss = series(rows, tower, m.file, &names);
         let ys: Vec<f64> = ss.iter().flat_map(|s| s.3.iter().map(|p| p.1)).collect();
@@ -172,8 +169,8 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, rows: &[Row], m: &Metr
         chart.caption(format!("{tower}"), (FONT, 20)).margin(12).x_label_area_size(48).y_label_area_size(72);
         let x_fmt = |x: &f64| {
             let r = x.round();
-            if (x - r).abs() < 1e-6 && batches.contains(&r) {
-                format!("{r}")
+            if (x - r).abs() < 1e-6 && r >= 0.0 {
+                format!("{}", 2f64.powf(r))
             } else {
                 String::new()
             }
@@ -193,9 +190,9 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, rows: &[Row], m: &Metr
             ($chart:expr) => {{
                 let mut c = $chart;
                 c.configure_mesh()
-                    .x_desc("batch size")
+                    .x_desc("batch size (log scale)")
                     .y_desc(m.y)
-                    .x_labels(batches.len().max(2) * 4)
+                    .x_labels(((x1 - x0) * 2.0) as usize + 2)
                     .x_label_formatter(&x_fmt)
                     .y_label_formatter(&y_fmt)
                     .label_style((FONT, 15))
@@ -221,9 +218,9 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, rows: &[Row], m: &Metr
             }};
         }
         if m.log {
-            body!(chart.build_cartesian_2d((x0..x1).log_scale(), (lo / 2.0..hi * 3.0).log_scale()).map_err(err)?);
+            body!(chart.build_cartesian_2d(x0..x1, (lo / 2.0..hi * 3.0).log_scale()).map_err(err)?);
         } else {
-            body!(chart.build_cartesian_2d((x0..x1).log_scale(), 0.0..hi * 1.3).map_err(err)?);
+            body!(chart.build_cartesian_2d(x0..x1, 0.0..hi * 1.3).map_err(err)?);
         }
     }
     root.present().map_err(err)?;
