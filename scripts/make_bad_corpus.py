@@ -277,6 +277,9 @@ def tokenizers():
     write("tokenizers", "wordpiece.json", json.dumps(wp).encode(), "bad_tokenizer", "model is not BPE")
     bpe = {"model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None, "end_of_word_suffix": None, "fuse_unk": False, "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]}}
     write("tokenizers", "gpt2_like_bpe.json", json.dumps(bpe).encode(), "bad_tokenizer", "end_of_word_suffix")
+    # found by fuzzing (tokenizers panicked slicing merges by the prefix length)
+    crash = b'{"model": {"type": "BPE", "dropout": null, "unk_tokEn": null, "continuing_subword_prefix": "$</w>", "fuse_unk": false, "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]}}'
+    write("tokenizers", "fuzz_crash_prefix.json", crash, "bad_tokenizer", "continuing_subword_prefix")
     bpe["model"]["end_of_word_suffix"] = "</w>"
     write("tokenizers", "small_bpe.json", json.dumps(bpe).encode(), "bad_tokenizer", "<|startoftext|> missing")
 

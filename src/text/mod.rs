@@ -89,7 +89,19 @@ impl ClipTokenizer {
         let v: serde_json::Value = serde_json::from_slice(json)
             .map_err(|e| TokenizerError::InvalidJson { path: path.to_string(), message: e.to_string() })?;
         let model = v.get("model").ok_or_else(|| not_clip("no \"model\"".into()))?;
-        let mw: ModelWrapper = serde_json::from_value(model.clone())
+        // CLIP's BPE has no continuing-subword prefix. The `tokenizers` crate slices every merge's
+        // second part by the prefix's length while building the model and panics when a part
+        // is shorter (found by fuzzing): refuse a prefix before it gets there.
+        match model.get("continuing_subword_prefix") {
+            None | Some(serde_json::Value::Null) => {}
+            Some(serde_json::Value::String(p)) if p.is_empty() => {}
+            Some(other) => {
+                return Err(not_clip(format!("BPE continuing_subword_prefix is {other} (CLIP's BPE has none)")))
+            }
+        }
+        // Any other panic inside the deserializer is an error for this file, not a crash.
+        let mw: ModelWrapper = std::panic::catch_unwind(|| serde_json::from_value::<ModelWrapper>(model.clone()))
+            .map_err(|_| not_clip("the tokenizers crate could not build this model".into()))?
             .map_err(|e| not_clip(format!("model is not a tokenizers model: {e}")))?;
         let ModelWrapper::BPE(bpe) = mw else {
             return Err(not_clip("model is not BPE".into()));
@@ -344,6 +356,13 @@ mod tests {
         assert!(e.contains("invalid JSON"), "{e}");
         let e = ClipTokenizer::from_bytes(b"{}").unwrap_err().to_string();
         assert!(e.contains("not a CLIP tokenizer"), "{e}");
+        // fuzz/artifacts crash-c3b61ee9: a prefix longer than a merge part made `tokenizers` panic
+        let e = ClipTokenizer::from_bytes(
+            br#"{"model": {"type": "BPE", "dropout": null, "unk_tokEn": null, "continuing_subword_prefix": "$</w>", "fuse_unk": false, "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]}}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("continuing_subword_prefix is \"$</w>\""), "{e}");
         let mut v: serde_json::Value = serde_json::from_slice(BUNDLED).unwrap();
         v["model"]["vocab"].as_object_mut().unwrap().remove("<|endoftext|>");
         v["added_tokens"] = serde_json::json!([]);
