@@ -137,7 +137,7 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, rows: &[Row], m: &Metr
     }
     let cols = if legend.iter().map(|l| l.0.chars().count()).max().unwrap_or(0) > 48 { 1 } else { 2 };
     let (_, h) = root.dim_in_pixel();
-    let strip = 16 + 24 * legend.len().div_ceil(cols) as u32;
+    let strip = 36 + 24 * legend.len().div_ceil(cols) as u32;
     let (top, bottom) = root.split_vertically(h.saturating_sub(strip));
     let (bw, _) = bottom.dim_in_pixel();
     for (i, (name, ci, dashed)) in legend.iter().enumerate() {
