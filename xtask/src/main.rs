@@ -408,7 +408,6 @@ fn bench(b: Bench) -> Result<()> {
 
     for (tower, n) in &groups {
         let texts = if tower == "text" { text_batch(*n, fixed, &tok) } else { Vec::new() };
-        eprintln!("xtask: {tower} batch {n}: starting {} workers", engines.len() + baselines.len());
         let mut ws: Vec<(Engine, Worker)> = Vec::new();
         for e in engines.iter().chain(if tower == "e2e" { &[][..] } else { &baselines[..] }) {
             if e.device == "gpu" && b.gpu_max_batch.is_some_and(|m| *n > m) {
@@ -449,6 +448,7 @@ fn bench(b: Bench) -> Result<()> {
                 Err(err) => note(&mut notes, format!("{} {tower} batch {n}: {err:#}", e.name())),
             }
         }
+        eprintln!("xtask: {tower} batch {n}: {} workers loading", ws.len());
         // wait until every worker has loaded (they load in parallel)
         let mut ready: Vec<(Engine, Worker, Value)> = Vec::new();
         for (e, mut w) in ws {
