@@ -203,3 +203,35 @@ fn short_text_alone_equals_it_batched_with_long_and_padded_texts() {
         check_alone_vs_batched(&Towers::load(&dir), "full");
     }
 }
+
+/// Timing, not a check: the image tower on the full-size model at batch 32 (2 threads as
+/// the machine gives), warm-up 1, 5 runs, for each precision in `CLIP_WGPU_BENCH_PRECISIONS`
+/// (default `f32,bf16,int8`) at the detected level (or `CLIP_WGPU_CPU_ISA`).
+/// `cargo test --release --test cpu_precision time_ -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn time_image_tower_batch_32() {
+    let Some(dir) = full() else { return };
+    let t = Towers::load(&dir);
+    let batch: usize = std::env::var("CLIP_WGPU_BENCH_BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(32);
+    let px = synthetic_pixels(batch, 224);
+    let list = std::env::var("CLIP_WGPU_BENCH_PRECISIONS").unwrap_or_else(|_| "f32,bf16,int8".into());
+    for p in list.split(',').filter_map(CpuPrecision::parse) {
+        let prep = Prepared::with_precision(&t.ck.weights.params, &[&t.vision, &t.text], p);
+        t.images(&prep, &px, batch);
+        let mut times: Vec<f64> = (0..5)
+            .map(|_| {
+                let s = std::time::Instant::now();
+                std::hint::black_box(t.images(&prep, &px, batch));
+                s.elapsed().as_secs_f64()
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        println!(
+            "{{\"engine\": \"clip-wgpu\", \"precision\": \"{p}\", \"isa\": \"{}\", \"batch\": {batch}, \"median_s\": {:.4}, \"img_per_s\": {:.2}, \"times_s\": {times:?}}}",
+            prep.isa(),
+            times[2],
+            batch as f64 / times[2]
+        );
+    }
+}

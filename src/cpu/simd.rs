@@ -177,7 +177,7 @@ pub fn layer_norm_row(r: &[f32], o: &mut [f32], g: &[f32], b: &[f32], eps: f32, 
     let w = r.len();
     assert!(o.len() == w && g.len() == w && b.len() == w, "layer_norm_row: widths differ");
     #[cfg(target_arch = "x86_64")]
-    if avx2 && w % 8 == 0 {
+    if avx2 && w.is_multiple_of(8) {
         // SAFETY: AVX2+FMA checked by the caller (Isa::avx2_kernels); all four slices
         // have w values, w a multiple of 8.
         unsafe { layer_norm_row_avx2(r, o, g, b, eps) };
