@@ -166,7 +166,7 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, rows: &[Row], m: &Metr
         let (lo, hi) = ys.iter().fold((f64::MAX, f64::MIN), |(a, b), &y| (a.min(y), b.max(y)));
         let (lo, hi) = if ys.is_empty() { (1.0, 10.0) } else { (lo, hi) };
         let mut chart = ChartBuilder::on(panel);
-        chart.caption(format!("{tower}"), (FONT, 20)).margin(12).x_label_area_size(48).y_label_area_size(72);
+        chart.caption(tower.as_str(), (FONT, 20)).margin(12).x_label_area_size(48).y_label_area_size(72);
         let x_fmt = |x: &f64| {
             let r = x.round();
             if (x - r).abs() < 1e-6 && r >= 0.0 {
