@@ -295,7 +295,7 @@ impl GpuEncoder {
 
     /// Bytes of GPU memory the activation pools (both towers) hold now: activations, inputs,
     /// sequence tables, parameter blocks and readback buffers (weights excluded: see
-    /// [`GpuStats::weight_bytes`]).
+    /// `GpuStats::weight_bytes`).
     pub fn pool_bytes(&self) -> u64 {
         [&self.vision, &self.text]
             .iter()

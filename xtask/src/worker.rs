@@ -235,7 +235,7 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Starts `cmd` (stdin/stdout piped, stderr inherited); [`ready`](Self::ready) waits for it.
+    /// Starts `cmd` (stdin/stdout piped, stderr inherited); [`recv`](Self::recv) then waits for its ready line.
     pub fn spawn(name: &str, mut cmd: Command) -> Result<Worker> {
         let mut child = cmd
             .stdin(Stdio::piped())
