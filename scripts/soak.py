@@ -169,8 +169,11 @@ def main():
     warm_at = max(1, int(a.warmup * n_total))
     first = samples[0]
     warm = next((s for s in samples if s[1] >= warm_at), samples[-1])
-    end = samples[-1]
-    after = [s for s in samples if s[0] >= warm[0]]
+    # the end: the last sample taken while images were still coming (the very last ones can
+    # catch the process freeing everything on exit)
+    working = [s for s in samples if s[1] < done[0]]
+    end = working[-1] if working and working[-1][0] >= warm[0] else samples[-1]
+    after = [s for s in samples if warm[0] <= s[0] <= end[0]]
     peak = max(after, key=lambda s: s[2])
     drift = 100.0 * (end[2] - warm[2]) / warm[2]
     drift_max = 100.0 * (peak[2] - warm[2]) / warm[2]
