@@ -219,7 +219,7 @@ def tiny(out: Path):
 
 def check_tiny():
     """Regenerates the tiny fixture in a temporary directory and compares it with the
-    committed one: same tensors, same reference outputs (within 1e-6)."""
+    committed one: same tensors bit for bit, same reference outputs (within 2e-6 relative)."""
     import tempfile
     from safetensors.torch import load_file
 
@@ -235,9 +235,13 @@ def check_tiny():
         ra = json.loads((committed / "reference.json").read_text())
         rb = json.loads((Path(tmp) / "reference.json").read_text())
         assert ra["ids"] == rb["ids"] and ra["texts"] == rb["texts"], "reference ids differ"
+        # torch's CPU kernels round differently from one ISA to the next (AVX2, AVX-512):
+        # a few f32 ulps relative to the magnitude (logits reach ~14) are a different
+        # machine, not a different fixture.
         for k in ("image_embeds", "text_embeds", "logits_per_image"):
-            d = np.abs(np.array(ra[k]) - np.array(rb[k])).max()
-            assert d <= 1e-6, f"reference {k} differs by {d}"
+            a, b = np.array(ra[k]), np.array(rb[k])
+            d, scale = np.abs(a - b).max(), max(1.0, np.abs(a).max())
+            assert d <= 2e-6 * scale, f"reference {k} differs by {d} (scale {scale})"
     print("tiny fixture: committed files match a fresh build")
 
 
