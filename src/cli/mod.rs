@@ -277,7 +277,6 @@ pub fn load(m: &ModelArgs, quiet: bool) -> Result<Clip, clip_wgpu::Error> {
         cache_entries: m.cache_entries,
         cache_dir: m.cache_dir.clone(),
         notices: !quiet,
-        ..ClipOptions::default()
     };
     Clip::load(path, &opts)
 }
