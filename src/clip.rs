@@ -60,6 +60,11 @@ pub struct ClipOptions {
     pub precision: Option<Precision>,
     /// The CPU engine's precision (f32 unless asked otherwise).
     pub cpu_precision: crate::cpu::CpuPrecision,
+    /// GPU matmul kernel: `Auto` (cooperative matrices where the adapter offers them at f16
+    /// and they pass their self-check), `Plain`, or `Coop` (an error where they cannot run
+    /// with `Device::Gpu`; a notice and the plain kernel with `Device::Auto`). Default: the
+    /// environment variable `CLIP_WGPU_GPU_MATMUL` (auto|plain|coop) if set, else `Auto`.
+    pub gpu_matmul: gpu::MatmulPath,
     /// Embeddings kept in memory by content (image bytes, token ids); 0 turns the in-process
     /// cache off.
     pub cache_entries: usize,
@@ -82,6 +87,12 @@ impl Default for ClipOptions {
             backend: None,
             precision: None,
             cpu_precision: crate::cpu::CpuPrecision::F32,
+            // the CLI's --gpu-matmul reads the same variable; library users (xtask's worker)
+            // get it here
+            gpu_matmul: std::env::var("CLIP_WGPU_GPU_MATMUL")
+                .ok()
+                .and_then(|v| gpu::MatmulPath::parse(&v))
+                .unwrap_or_default(),
             cache_entries: 16_384,
             cache_dir: None,
             notices: true,
@@ -475,7 +486,17 @@ fn open_gpu(ctx: gpu::Context, ck: &Checkpoint, opts: &ClipOptions) -> std::resu
     if precision == Precision::F16 && !ctx.has_f16() {
         return Err(GpuError::Unsupported(format!("{} has no SHADER_F16: use --precision f32", ctx.report.name)));
     }
-    GpuEncoder::from_checkpoint(&ctx, ck, precision)
+    let with = |matmul| {
+        let o = gpu::GpuOptions { matmul, ..Default::default() };
+        GpuEncoder::with_options(&ctx, &ck.config, &ck.weights, precision, o)
+    };
+    match with(opts.gpu_matmul) {
+        Err(GpuError::Unsupported(why)) if opts.gpu_matmul == gpu::MatmulPath::Coop && opts.device == Device::Auto => {
+            notice(opts, &format!("{why}; using the plain matmul"));
+            with(gpu::MatmulPath::Plain)
+        }
+        r => r,
+    }
 }
 
 fn notice(opts: &ClipOptions, msg: &str) {

@@ -23,6 +23,9 @@ fn validate(key: &KernelKey) -> Result<(naga::Module, naga::valid::ModuleInfo), 
     if key.needs_subgroup() {
         caps |= Capabilities::SUBGROUP;
     }
+    if key.needs_coop() {
+        caps |= Capabilities::COOPERATIVE_MATRIX;
+    }
     let mut v = Validator::new(ValidationFlags::all(), caps);
     if key.needs_subgroup() {
         v.subgroup_stages(ShaderStages::COMPUTE);
@@ -33,6 +36,14 @@ fn validate(key: &KernelKey) -> Result<(naga::Module, naga::valid::ModuleInfo), 
     if !caps.is_empty() {
         let mut bare = Validator::new(ValidationFlags::all(), Capabilities::empty());
         assert!(bare.validate(&module).is_err(), "{}: validates without {caps:?}", key.name());
+    }
+    // Each claimed capability is needed on its own: the validator rejects the module when any
+    // one of them is missing (e.g. COOPERATIVE_MATRIX on the tensor-core kernel).
+    for one in caps.iter() {
+        let mut without = Validator::new(ValidationFlags::all(), caps - one);
+        without.subgroup_stages(ShaderStages::COMPUTE);
+        without.subgroup_operations(SubgroupOperationSet::all());
+        assert!(without.validate(&module).is_err(), "{}: validates without {one:?}", key.name());
     }
     Ok((module, info))
 }
@@ -91,6 +102,7 @@ fn glsl(m: &naga::Module, info: &naga::valid::ModuleInfo, key: &KernelKey) -> Re
 fn check_all(keys: &[KernelKey]) {
     let mut failures = Vec::new();
     let mut glsl_f16_failures = 0;
+    let mut coop = 0;
     for key in keys {
         let (m, info) = match validate(key) {
             Ok(v) => v,
@@ -100,6 +112,16 @@ fn check_all(keys: &[KernelKey]) {
             }
         };
         entry(&m, key);
+        if key.needs_coop() {
+            // Cooperative matrices: wgpu exposes them on Vulkan (SPIR-V) and Metal only;
+            // SPIR-V is what the H100 runs and must be written. The MSL/HLSL/GLSL writers
+            // are not asked (Metal's simdgroup matrices are 8×8; DX12/GL have none in wgpu).
+            if let Err(e) = spirv(&m, &info, key) {
+                failures.push(format!("{}: spirv: {e}", key.name()));
+            }
+            coop += 1;
+            continue;
+        }
         for (backend, r) in
             [("spirv", spirv(&m, &info, key)), ("msl", msl(&m, &info, key)), ("hlsl", hlsl(&m, &info, key))]
         {
@@ -116,8 +138,9 @@ fn check_all(keys: &[KernelKey]) {
         }
     }
     eprintln!(
-        "{} variants: naga-validated and written as SPIR-V, MSL, HLSL; GLSL for all f32 ones ({} f16 variants not written by naga's GLSL backend)",
+        "{} variants: naga-validated; {} cooperative-matrix ones written as SPIR-V; the others as SPIR-V, MSL, HLSL; GLSL for all f32 ones ({} f16 variants not written by naga's GLSL backend)",
         keys.len(),
+        coop,
         glsl_f16_failures
     );
     assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
@@ -155,11 +178,15 @@ fn every_planned_kernel_is_in_the_catalog_and_translates() {
         for precision in [Precision::F32, Precision::F16] {
             for subgroup in [false, true] {
                 keys.extend(gpu::plan_kernels(&program, precision, subgroup));
+                keys.extend(gpu::plan_kernels_with(&program, precision, subgroup, true));
             }
         }
     }
     keys.sort();
     keys.dedup();
+    // The tiny vision tower (width 32, MLP 64) has K = 32 and 64 linear layers: the coop plan
+    // puts them on the cooperative-matrix kernel (the text tower's K = 8 stays plain).
+    assert!(keys.iter().any(|k| k.needs_coop()), "no linear layer planned on cooperative matrices");
     for k in &keys {
         assert!(catalog.contains(k), "{} planned but not in the catalog", k.name());
     }
@@ -171,4 +198,69 @@ fn preprocessor_blocks() {
     let flags = ["A"].into_iter().collect();
     let src = "x\n//#if A\na\n//#if !B\nnb\n//#else\nb\n//#endif\n//#else\nnot a\n//#endif\ny\n";
     assert_eq!(shader::preprocess(src, &flags), "x\na\nnb\ny\n");
+}
+
+/// The tensor-core matmul: its SPIR-V really holds cooperative-matrix instructions, its
+/// workgroup memory is the stated constant (≤ the H100's 48 KiB), and naga rejects it when it
+/// breaks one of GPU.md's rules, so the validation above is not vacuous.
+#[test]
+fn cooperative_matrix_kernel() {
+    use gpu::matmul_coop::{CoopKey, WORKGROUP_BYTES};
+    let key = KernelKey::MatmulCoop(CoopKey { y: gpu::Dt::F16, bias: true, act: 1, acc: true });
+    let src = key.source();
+    assert!(src.starts_with("enable f16;\nenable wgpu_cooperative_matrix;\n"), "{src:.80}");
+    let (m, info) = validate(&key).unwrap();
+
+    // Workgroup memory: the sum of the var<workgroup> arrays, as naga lays them out.
+    let mut layouter = naga::proc::Layouter::default();
+    layouter.update(m.to_ctx()).unwrap();
+    let wg: u32 = m
+        .global_variables
+        .iter()
+        .filter(|(_, g)| g.space == naga::AddressSpace::WorkGroup)
+        .map(|(_, g)| layouter[g.ty].size)
+        .sum();
+    assert_eq!(wg, WORKGROUP_BYTES);
+    assert!(wg <= 48 * 1024);
+    let stated = src.lines().find_map(|l| l.strip_prefix("const WG_BYTES: u32 = ")).expect("WG_BYTES const");
+    assert_eq!(stated.split("u;").next(), Some(WORKGROUP_BYTES.to_string().as_str()));
+
+    // SPIR-V: the CooperativeMatrixKHR capability (6022), OpCooperativeMatrixLoadKHR (4457),
+    // StoreKHR (4458) and MulAddKHR (4459) are there.
+    let opts = naga::back::spv::Options { lang_version: (1, 3), ..Default::default() };
+    let po = naga::back::spv::PipelineOptions { shader_stage: naga::ShaderStage::Compute, entry_point: "main".into() };
+    let words = naga::back::spv::write_vec(&m, &info, &opts, Some(&po)).unwrap();
+    let mut ops = std::collections::BTreeSet::new();
+    let mut caps = std::collections::BTreeSet::new();
+    let mut i = 5;
+    while i < words.len() {
+        let (len, op) = ((words[i] >> 16) as usize, words[i] & 0xffff);
+        ops.insert(op);
+        if op == 17 {
+            caps.insert(words[i + 1]);
+        }
+        assert!(len > 0);
+        i += len;
+    }
+    assert!(caps.contains(&6022), "no CooperativeMatrixKHR capability: {caps:?}");
+    for op in [4457, 4458, 4459] {
+        assert!(ops.contains(&op), "no opcode {op} in the SPIR-V");
+    }
+
+    let reject = |bad: String, why: &str| {
+        let caps = Capabilities::SHADER_FLOAT16 | Capabilities::SUBGROUP | Capabilities::COOPERATIVE_MATRIX;
+        let ok = naga::front::wgsl::parse_str(&bad).ok().and_then(|module| {
+            let mut v = Validator::new(ValidationFlags::all(), caps);
+            v.subgroup_stages(ShaderStages::COMPUTE);
+            v.subgroup_operations(SubgroupOperationSet::all());
+            v.validate(&module).ok()
+        });
+        assert!(ok.is_none(), "a broken variant ({why}) was accepted");
+    };
+    // A module-level variable named `A` shadows the matrix role (GPU.md).
+    reject(src.replace("var<workgroup> xs:", "var<workgroup> A:").replace("&xs[", "&A["), "module var named A");
+    // Without the enable directive.
+    reject(src.replace("enable wgpu_cooperative_matrix;\n", ""), "no enable directive");
+    // Operands in the wrong roles.
+    reject(src.replace("coopMultiplyAdd(a0, b0, c00)", "coopMultiplyAdd(b0, a0, c00)"), "A and B swapped");
 }

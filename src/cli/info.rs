@@ -84,6 +84,7 @@ pub fn info(a: InfoArgs) -> Result<ExitCode, clip_wgpu::Error> {
             "select with --adapter"
         };
         println!("    would run: {path}, {ln}; {chosen}");
+        println!("    matmul: {}", r.matmul_path);
     }
     if let Some(m) = model {
         println!("model: {}", serde_json::to_string_pretty(&m).unwrap_or_default());

@@ -106,6 +106,20 @@ pub struct ModelArgs {
     /// runs on the CPU.
     #[arg(long, value_enum, env = "CLIP_WGPU_PRECISION", default_value_t = PrecisionArg::Auto)]
     pub precision: PrecisionArg,
+    /// GPU matmul kernel for the linear layers: `auto` uses cooperative matrices (tensor
+    /// cores, EXPERIMENTAL_COOPERATIVE_MATRIX 16x16x16 f16→f32) at f16 precision where the
+    /// adapter offers them and a self-check at startup passes, else the plain kernel; `plain`
+    /// never uses them; `coop` insists (an error with --device gpu where they cannot run, a
+    /// notice and the plain kernel with --device auto). `clip-wgpu info` says which runs.
+    #[arg(long, value_enum, env = "CLIP_WGPU_GPU_MATMUL", default_value_t = GpuMatmulArg::Auto)]
+    pub gpu_matmul: GpuMatmulArg,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+pub enum GpuMatmulArg {
+    Auto,
+    Plain,
+    Coop,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -273,6 +287,11 @@ pub fn load(m: &ModelArgs, quiet: bool) -> Result<Clip, clip_wgpu::Error> {
         }),
         precision,
         cpu_precision,
+        gpu_matmul: match m.gpu_matmul {
+            GpuMatmulArg::Auto => clip_wgpu::gpu::MatmulPath::Auto,
+            GpuMatmulArg::Plain => clip_wgpu::gpu::MatmulPath::Plain,
+            GpuMatmulArg::Coop => clip_wgpu::gpu::MatmulPath::Coop,
+        },
         limits: Limits { max_pixels: m.max_pixels, max_file_bytes: m.max_file_size },
         cache_entries: m.cache_entries,
         cache_dir: m.cache_dir.clone(),

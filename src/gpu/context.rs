@@ -21,6 +21,11 @@ pub struct AdapterReport {
     pub timestamp_query: bool,
     /// `EXPERIMENTAL_COOPERATIVE_MATRIX` configurations, e.g. `16x16x16 f16→f32`; empty when absent.
     pub cooperative_matrix: Vec<String>,
+    /// The cooperative-matrix configuration the tensor-core matmul uses is offered.
+    pub coop_16x16x16_f16_f32: bool,
+    /// The matmul kernel the engine would run there at its default precision with
+    /// `--gpu-matmul auto`, and why (see [`super::matmul_coop::unavailable`]).
+    pub matmul_path: String,
     pub subgroup_min_size: u32,
     pub subgroup_max_size: u32,
     pub max_storage_buffer_binding_size: u64,
@@ -37,15 +42,16 @@ impl AdapterReport {
         let info = a.get_info();
         let f = a.features();
         let l = a.limits();
-        let coop = if f.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+        let props = if f.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
             a.cooperative_matrix_properties()
-                .iter()
-                .map(|c| format!("{}x{}x{} {:?}→{:?}", c.m_size, c.n_size, c.k_size, c.ab_type, c.cr_type))
-                .collect()
         } else {
             Vec::new()
         };
-        AdapterReport {
+        let coop = props
+            .iter()
+            .map(|c| format!("{}x{}x{} {:?}→{:?}", c.m_size, c.n_size, c.k_size, c.ab_type, c.cr_type))
+            .collect();
+        let mut r = AdapterReport {
             index,
             name: info.name.clone(),
             backend: backend_name(info.backend).to_string(),
@@ -56,6 +62,8 @@ impl AdapterReport {
             subgroup: f.contains(wgpu::Features::SUBGROUP),
             timestamp_query: f.contains(wgpu::Features::TIMESTAMP_QUERY),
             cooperative_matrix: coop,
+            coop_16x16x16_f16_f32: super::matmul_coop::offers_config(&props),
+            matmul_path: String::new(),
             subgroup_min_size: info.subgroup_min_size,
             subgroup_max_size: info.subgroup_max_size,
             max_storage_buffer_binding_size: l.max_storage_buffer_binding_size,
@@ -64,7 +72,16 @@ impl AdapterReport {
             max_compute_invocations_per_workgroup: l.max_compute_invocations_per_workgroup,
             min_storage_buffer_offset_alignment: l.min_storage_buffer_offset_alignment,
             default_precision: if f.contains(wgpu::Features::SHADER_F16) { Precision::F16 } else { Precision::F32 },
-        }
+        };
+        r.matmul_path = match (r.default_precision, super::matmul_coop::unavailable(&r)) {
+            (Precision::F32, _) => "plain (f32 precision)".into(),
+            (_, Some(why)) => format!("plain ({why})"),
+            (_, None) => {
+                "coop (16x16x16 f16→f32 tensor cores, if its self-check at engine build passes; unrun on hardware so far)"
+                    .into()
+            }
+        };
+        r
     }
 }
 
@@ -205,15 +222,29 @@ impl Context {
         Err(GpuError::NoAdapter(format!("{what}{seen}")))
     }
 
-    /// Opens a device on `adapter`, requesting SHADER_F16 and SUBGROUP where present and
-    /// the adapter's own limits.
+    /// Opens a device on `adapter`, requesting SHADER_F16 and SUBGROUP where present, and
+    /// EXPERIMENTAL_COOPERATIVE_MATRIX only where the adapter reports it with the 16×16×16
+    /// f16→f32 configuration the tensor-core matmul uses; and the adapter's own limits.
     pub fn open(instance: wgpu::Instance, adapter: wgpu::Adapter, report: AdapterReport) -> Result<Context, GpuError> {
-        let wanted = wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP;
+        let mut wanted = wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP;
+        let coop = report.coop_16x16x16_f16_f32;
+        if coop {
+            wanted |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+        }
         let features = adapter.features() & wanted;
         let desc = wgpu::DeviceDescriptor {
             label: Some("clip-wgpu"),
             required_features: features,
             required_limits: adapter.limits(),
+            experimental_features: if coop {
+                // SAFETY: wgpu asks for this token before it exposes experimental features. The
+                // only one requested is EXPERIMENTAL_COOPERATIVE_MATRIX, and only the
+                // configuration the adapter lists is used (checked in `offers_config`); the
+                // kernel is self-checked on a separate device before the engine uses it.
+                unsafe { wgpu::ExperimentalFeatures::enabled() }
+            } else {
+                wgpu::ExperimentalFeatures::disabled()
+            },
             ..Default::default()
         };
         let (device, queue) = pollster::block_on(adapter.request_device(&desc))
@@ -252,6 +283,16 @@ impl Context {
 
     pub fn has_f16(&self) -> bool {
         self.device.features().contains(wgpu::Features::SHADER_F16)
+    }
+    /// The device was opened with EXPERIMENTAL_COOPERATIVE_MATRIX.
+    pub fn has_coop(&self) -> bool {
+        self.device.features().contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+    }
+    /// A second device on the same adapter (same features and limits): the tensor-core
+    /// self-check runs there, so that a pipeline that loses its device does not take the
+    /// engine's with it.
+    pub fn reopen(&self) -> Result<Context, GpuError> {
+        Context::open(self.instance.clone(), self.adapter.clone(), self.report.clone())
     }
     pub fn has_subgroup(&self) -> bool {
         self.device.features().contains(wgpu::Features::SUBGROUP)

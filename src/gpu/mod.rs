@@ -8,6 +8,7 @@
 //! * [`shader`]: the WGSL sources of `shaders/` and their variants (a generated header of
 //!   type aliases and constants, and `//#if FLAG` blocks).
 //! * one file per kernel family: [`matmul`] (linear layers and the patch embedding),
+//!   [`matmul_coop`] (linear layers on cooperative matrices, where the adapter has them),
 //!   [`attention`], [`norm`] (layernorm, L2), [`embed`] (token embedding, pooling).
 //! * [`weights`]: all parameters uploaded once (f32, or converted to f16 once) into a few
 //!   large buffers, each parameter bound as its own aligned slice.
@@ -19,12 +20,14 @@ pub mod context;
 pub mod embed;
 pub mod executor;
 pub mod matmul;
+pub mod matmul_coop;
 pub mod norm;
 pub mod shader;
 pub mod weights;
 
 pub use context::{adapters, AdapterReport, Context, ContextOptions};
-pub use executor::{plan_kernels, GpuEncoder, GpuOptions, GpuStats};
+pub use executor::{plan_kernels, plan_kernels_with, GpuEncoder, GpuOptions, GpuStats};
+pub use matmul_coop::MatmulPath;
 pub use shader::{Dt, KernelKey};
 
 /// Storage precision of the GPU path. Arithmetic (dot products, reductions, softmax) is f32

@@ -8,16 +8,18 @@
 
 use std::collections::BTreeSet;
 
-use super::{attention, embed, matmul, norm};
+use super::{attention, embed, matmul, matmul_coop, norm};
 
 pub const MATMUL_WGSL: &str = include_str!("../../shaders/matmul.wgsl");
+pub const MATMUL_COOP_WGSL: &str = include_str!("../../shaders/matmul_coop.wgsl");
 pub const ATTENTION_WGSL: &str = include_str!("../../shaders/attention.wgsl");
 pub const NORM_WGSL: &str = include_str!("../../shaders/norm.wgsl");
 pub const EMBED_WGSL: &str = include_str!("../../shaders/embed.wgsl");
 
 /// The shader files, by name (for the tests: every file must be reached by some variant).
-pub const FILES: [(&str, &str); 4] = [
+pub const FILES: [(&str, &str); 5] = [
     ("matmul.wgsl", MATMUL_WGSL),
+    ("matmul_coop.wgsl", MATMUL_COOP_WGSL),
     ("attention.wgsl", ATTENTION_WGSL),
     ("norm.wgsl", NORM_WGSL),
     ("embed.wgsl", EMBED_WGSL),
@@ -48,6 +50,8 @@ impl Dt {
 /// The generated part of a variant.
 #[derive(Debug, Clone, Default)]
 pub struct Header {
+    /// Extra `enable NAME;` directives (`enable f16;` follows from the aliases).
+    pub enables: Vec<&'static str>,
     pub aliases: Vec<(&'static str, Dt)>,
     /// `const NAME = value;` lines; the value is WGSL (`true`, `2u`, …).
     pub consts: Vec<(&'static str, String)>,
@@ -55,6 +59,10 @@ pub struct Header {
 }
 
 impl Header {
+    pub fn enable(mut self, name: &'static str) -> Self {
+        self.enables.push(name);
+        self
+    }
     pub fn alias(mut self, name: &'static str, t: Dt) -> Self {
         self.aliases.push((name, t));
         self
@@ -76,6 +84,9 @@ pub fn generate(src: &str, h: &Header) -> String {
     let mut out = String::new();
     if h.aliases.iter().any(|a| a.1 == Dt::F16) {
         out.push_str("enable f16;\n");
+    }
+    for e in &h.enables {
+        out.push_str(&format!("enable {e};\n"));
     }
     for (n, t) in &h.aliases {
         out.push_str(&format!("alias {n} = {};\n", t.wgsl()));
@@ -131,6 +142,8 @@ pub enum Binding {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum KernelKey {
     Matmul(matmul::MatmulKey),
+    /// The cooperative-matrix matmul (tensor cores).
+    MatmulCoop(matmul_coop::CoopKey),
     Attention(attention::AttentionKey),
     Norm(norm::NormKey),
     Embed(embed::EmbedKey),
@@ -141,6 +154,7 @@ impl KernelKey {
     pub fn name(&self) -> String {
         match self {
             KernelKey::Matmul(k) => k.name(),
+            KernelKey::MatmulCoop(k) => k.name(),
             KernelKey::Attention(k) => k.name(),
             KernelKey::Norm(k) => k.name(),
             KernelKey::Embed(k) => k.name(),
@@ -150,6 +164,7 @@ impl KernelKey {
     pub fn file(&self) -> &'static str {
         match self {
             KernelKey::Matmul(_) => "matmul.wgsl",
+            KernelKey::MatmulCoop(_) => "matmul_coop.wgsl",
             KernelKey::Attention(_) => "attention.wgsl",
             KernelKey::Norm(_) => "norm.wgsl",
             KernelKey::Embed(_) => "embed.wgsl",
@@ -158,6 +173,7 @@ impl KernelKey {
     pub fn source(&self) -> String {
         match self {
             KernelKey::Matmul(k) => k.source(),
+            KernelKey::MatmulCoop(k) => k.source(),
             KernelKey::Attention(k) => k.source(),
             KernelKey::Norm(k) => k.source(),
             KernelKey::Embed(k) => k.source(),
@@ -165,7 +181,7 @@ impl KernelKey {
     }
     pub fn entry(&self) -> &'static str {
         match self {
-            KernelKey::Matmul(_) | KernelKey::Attention(_) => "main",
+            KernelKey::Matmul(_) | KernelKey::MatmulCoop(_) | KernelKey::Attention(_) => "main",
             KernelKey::Norm(k) => k.entry(),
             KernelKey::Embed(k) => k.entry(),
         }
@@ -174,6 +190,7 @@ impl KernelKey {
     pub fn bindings(&self) -> Vec<(u32, Binding)> {
         match self {
             KernelKey::Matmul(k) => k.bindings(),
+            KernelKey::MatmulCoop(k) => k.bindings(),
             KernelKey::Attention(_) => attention::BINDINGS.to_vec(),
             KernelKey::Norm(k) => k.bindings(),
             KernelKey::Embed(k) => k.bindings(),
@@ -182,13 +199,19 @@ impl KernelKey {
     pub fn needs_f16(&self) -> bool {
         self.source().starts_with("enable f16;")
     }
+    /// Uses subgroup builtins or operations (Features::SUBGROUP).
     pub fn needs_subgroup(&self) -> bool {
-        matches!(self, KernelKey::Norm(k) if k.subgroup)
+        matches!(self, KernelKey::Norm(k) if k.subgroup) || matches!(self, KernelKey::MatmulCoop(_))
+    }
+    /// Uses cooperative matrices (Features::EXPERIMENTAL_COOPERATIVE_MATRIX).
+    pub fn needs_coop(&self) -> bool {
+        matches!(self, KernelKey::MatmulCoop(_))
     }
 }
 
 /// Every variant the engine can use with the given head sizes: all storage-type
-/// combinations of both precisions, every epilogue, both subgroup settings.
+/// combinations of both precisions, every epilogue, both subgroup settings, and every
+/// cooperative-matrix matmul variant.
 pub fn catalog(head_dims: &[usize]) -> Vec<KernelKey> {
     let mut v = Vec::new();
     for precision in [super::Precision::F32, super::Precision::F16] {
@@ -232,6 +255,7 @@ pub fn catalog(head_dims: &[usize]) -> Vec<KernelKey> {
             v.push(KernelKey::Embed(embed::EmbedKey { pool, tokens: at, table: wt, pooled: Dt::F32 }));
         }
     }
+    v.extend(matmul_coop::CoopKey::all().into_iter().map(KernelKey::MatmulCoop));
     v.sort();
     v.dedup();
     v
