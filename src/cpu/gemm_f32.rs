@@ -145,7 +145,7 @@ impl SendPtr {
 }
 
 /// `y[m, n] = act(x[m, k]·W + b)`, or `y += x·W + b` when `accumulate`. `isa` picks the
-/// microkernel (AVX2+FMA where [`Isa::avx2_kernels`], else plain Rust).
+/// microkernel (AVX2+FMA where `Isa::avx2_kernels`, else plain Rust).
 pub fn matmul(isa: Isa, y: &mut [f32], x: &[f32], m: usize, w: &Packed, act: Act, accumulate: bool) {
     let (k, n) = (w.k, w.n);
     assert!(x.len() >= m * k, "matmul: x has {} values, needs {}", x.len(), m * k);
