@@ -21,11 +21,12 @@ use crate::preprocess::Variant;
 /// A cache key (BLAKE3 of the model fingerprint and the content).
 pub type Key = [u8; 32];
 
-/// Hit and miss counts since the cache was made.
+/// Hit and miss counts since the cache was made, and the entries held in memory now.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CacheStats {
     pub hits: u64,
     pub misses: u64,
+    pub entries: usize,
 }
 
 /// Embeddings by content, bounded in entries; thread-safe.
@@ -111,7 +112,8 @@ impl EmbeddingCache {
     }
 
     pub fn stats(&self) -> CacheStats {
-        CacheStats { hits: self.hits.load(Ordering::Relaxed), misses: self.misses.load(Ordering::Relaxed) }
+        let entries = self.mem.as_ref().map_or(0, |m| m.lock().unwrap_or_else(|p| p.into_inner()).len());
+        CacheStats { hits: self.hits.load(Ordering::Relaxed), misses: self.misses.load(Ordering::Relaxed), entries }
     }
 
     fn remember(&self, key: &Key, emb: &[f32]) {
@@ -188,7 +190,7 @@ mod tests {
         }
         assert!(c.get(&keys[0]).is_none(), "the oldest entry is evicted");
         assert_eq!(c.get(&keys[2]).unwrap(), vec![2.0; d]);
-        assert_eq!(c.stats(), CacheStats { hits: 1, misses: 1 });
+        assert_eq!(c.stats(), CacheStats { hits: 1, misses: 1, entries: 2 });
         // a wrong-length embedding is not stored
         c.put(&keys[0], &[1.0]);
         assert!(c.get(&keys[0]).is_none());

@@ -322,6 +322,32 @@ pub fn interrupted() -> bool {
 }
 
 /// An error once Ctrl-C was pressed: the batch loops call it to stop.
+/// With `CLIP_WGPU_STATS=1` in the environment, one line on stderr per batch saying what the
+/// run holds: inputs done, the GPU's buffers, bind groups and pipelines created so far (constant
+/// after warm-up: nothing is re-created per batch) and the embedding cache's entries (bounded by
+/// `--cache-entries`). `scripts/soak.py` reads these lines.
+pub fn stats_line(clip: &Clip, done: usize) {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if !*ON.get_or_init(|| std::env::var_os("CLIP_WGPU_STATS").is_some_and(|v| v != "0")) {
+        return;
+    }
+    let c = clip.cache_stats();
+    let gpu = match clip.gpu() {
+        Some(g) => {
+            let s = g.stats();
+            format!(
+                "gpu_buffers={} gpu_bind_groups={} gpu_pipelines={} gpu_submits={}",
+                s.buffers_created, s.bind_groups_created, s.pipelines_created, s.submits
+            )
+        }
+        None => "gpu=none".into(),
+    };
+    eprintln!(
+        "clip-wgpu stats: done={done} {gpu} cache_entries={} cache_hits={} cache_misses={}",
+        c.entries, c.hits, c.misses
+    );
+}
+
 pub fn check_interrupted() -> Result<(), clip_wgpu::Error> {
     if interrupted() {
         return Err(clip_wgpu::Error::Invalid("interrupted".into()));

@@ -145,6 +145,7 @@ pub fn score(a: ScoreArgs) -> Result<ExitCode, Error> {
     };
     let pipeline = Pipeline::new(&clip, clip.batch_size());
     let d = clip.embed_dim();
+    let mut done = 0;
     match pairs {
         None => {
             // texts once, up front
@@ -155,6 +156,8 @@ pub fn score(a: ScoreArgs) -> Result<ExitCode, Error> {
                 |batch| {
                     super::check_interrupted()?;
                     progress.inc(batch.len());
+                    done += batch.len();
+                    super::stats_line(&clip, done);
                     for (it, r) in batch {
                         match r {
                             Ok(e) => {
@@ -176,6 +179,8 @@ pub fn score(a: ScoreArgs) -> Result<ExitCode, Error> {
                 |batch| {
                     super::check_interrupted()?;
                     progress.inc(batch.len());
+                    done += batch.len();
+                    super::stats_line(&clip, done);
                     let ok: Vec<&str> = batch.iter().filter(|(_, r)| r.is_ok()).map(|(p, _)| p.text.as_str()).collect();
                     let txt = clip.encode_texts(&ok)?;
                     let mut rows = txt.chunks(d);

@@ -89,6 +89,9 @@ impl ClipTokenizer {
         let v: serde_json::Value = serde_json::from_slice(json)
             .map_err(|e| TokenizerError::InvalidJson { path: path.to_string(), message: e.to_string() })?;
         let model = v.get("model").ok_or_else(|| not_clip("no \"model\"".into()))?;
+        if let Some(t) = model.get("type").and_then(|t| t.as_str()).filter(|t| *t != "BPE") {
+            return Err(not_clip(format!("model is not BPE (it is {t})")));
+        }
         // CLIP's BPE has no continuing-subword prefix. The `tokenizers` crate slices every merge's
         // second part by the prefix's length while building the model and panics when a part
         // is shorter (found by fuzzing): refuse a prefix before it gets there.
