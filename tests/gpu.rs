@@ -324,6 +324,17 @@ fn full_size_against_cpu_and_transformers() {
     let batches: Vec<usize> = std::env::var("CLIP_WGPU_FULL_BATCHES")
         .map(|s| s.split(',').map(|v| v.trim().parse().unwrap()).collect())
         .unwrap_or_else(|_| vec![1, 7, 32]);
+    // The CPU references, computed once for every adapter and precision.
+    let refs: Vec<_> = batches
+        .iter()
+        .map(|&n| {
+            let px = synthetic_pixels(n, cfg.vision.image_size);
+            let img = cpu::run(&vision, cfg, &ck.weights.params, &Input::Pixels { data: &px, n });
+            let ids = texts(&r, n);
+            let txt = cpu::run(&text, cfg, &ck.weights.params, &Input::Tokens(&ids));
+            (n, px, img, ids, txt)
+        })
+        .collect();
     for ctx in contexts() {
         for p in precisions(&ctx) {
             let t0 = std::time::Instant::now();
@@ -342,23 +353,18 @@ fn full_size_against_cpu_and_transformers() {
             let (err, cos) = compare(&txt, &flat(&r.text_embeds), e);
             eprintln!("full {} {p}: texts vs transformers: max abs {err:.2e}, min cos {cos:.7}", who(&ctx));
             assert!(err <= tol && cos >= min_cos);
-            for &n in &batches {
-                let px = synthetic_pixels(n, cfg.vision.image_size);
-                let input = Input::Pixels { data: &px, n };
-                let want = cpu::run(&vision, cfg, &ck.weights.params, &input);
+            for (n, px, want_img, ids, want_txt) in &refs {
+                let n = *n;
                 let t = std::time::Instant::now();
-                let got = enc.encode(Tower::Vision, &input).unwrap();
+                let got = enc.encode(Tower::Vision, &Input::Pixels { data: px, n }).unwrap();
                 let dt = t.elapsed();
-                let (err, cos) = compare(&got, &want, e);
+                let (err, cos) = compare(&got, want_img, e);
                 eprintln!("full {} {p}: {n} images vs CPU: max abs {err:.2e}, min cos {cos:.7} ({dt:.2?})", who(&ctx));
                 assert!(err <= tol && cos >= min_cos);
-                let ids = texts(&r, n);
-                let input = Input::Tokens(&ids);
-                let want = cpu::run(&text, cfg, &ck.weights.params, &input);
                 let t = std::time::Instant::now();
-                let got = enc.encode(Tower::Text, &input).unwrap();
+                let got = enc.encode(Tower::Text, &Input::Tokens(ids)).unwrap();
                 let dt = t.elapsed();
-                let (err, cos) = compare(&got, &want, e);
+                let (err, cos) = compare(&got, want_txt, e);
                 eprintln!("full {} {p}: {n} texts vs CPU: max abs {err:.2e}, min cos {cos:.7} ({dt:.2?})", who(&ctx));
                 assert!(err <= tol && cos >= min_cos);
             }
