@@ -457,7 +457,7 @@ impl Clip {
                 Ok(e) => return Ok(e),
                 Err(e) if self.opts.device == Device::Auto && !matches!(e, GpuError::InvalidInput(_)) => {
                     self.gpu_failed.store(true, Ordering::Relaxed);
-                    notice(&self.opts, &format!("{e}; redoing the batch and continuing on the CPU"));
+                    notice(&self.opts, &format!("GPU: {e}; redoing the batch and continuing on the CPU"));
                 }
                 Err(e) => return Err(Error::Gpu(e.to_string())),
             }

@@ -10,24 +10,7 @@ use common::reference::*;
 use clip_wgpu::{Clip, ClipOptions, Device};
 
 fn gpu_clip(device: Device) -> Option<Clip> {
-    let opts = ClipOptions {
-        device,
-        // naming the adapter makes `auto` use even a software one
-        adapter: Some("0".into()),
-        backend: Some("vulkan".into()),
-        notices: false,
-        ..Default::default()
-    };
-    match Clip::load(tiny_dir().join("hf"), &opts) {
-        Ok(c) if c.gpu().is_some() => Some(c),
-        other => {
-            if std::env::var("CLIP_WGPU_REQUIRE_GPU").is_ok_and(|v| v == "1") {
-                panic!("CLIP_WGPU_REQUIRE_GPU=1 but no Vulkan adapter: {:?}", other.err());
-            }
-            eprintln!("SKIPPED: no Vulkan adapter");
-            None
-        }
-    }
+    common::gpu::gpu_clip(&common::gpu::gpu_options(device))
 }
 
 #[test]
@@ -66,14 +49,7 @@ fn device_lost_mid_stream_under_auto_loses_nothing() {
         return;
     }
     // no embedding cache: every repeat of an image is really encoded again
-    let opts = ClipOptions {
-        device: Device::Auto,
-        adapter: Some("0".into()),
-        backend: Some("vulkan".into()),
-        notices: false,
-        cache_entries: 0,
-        ..Default::default()
-    };
+    let opts = ClipOptions { cache_entries: 0, ..common::gpu::gpu_options(Device::Auto) };
     let clip = Clip::load(tiny_dir().join("hf"), &opts).unwrap();
     let r = load(&tiny_dir().join("reference.json"));
     let files: Vec<std::path::PathBuf> = r.image_files.iter().map(|f| root().join(f)).collect();
@@ -119,14 +95,7 @@ fn a_batch_larger_than_one_buffer_is_chunked_not_failed() {
     let one = synthetic_pixels(2, 224);
     let per = 3 * 224 * 224;
     let px: Vec<f32> = (0..n).flat_map(|i| one[(i % 2) * per..(i % 2 + 1) * per].iter().copied()).collect();
-    let opts = ClipOptions {
-        device: Device::Gpu,
-        batch_size: n,
-        adapter: Some("0".into()),
-        backend: Some("vulkan".into()),
-        notices: false,
-        ..Default::default()
-    };
+    let opts = ClipOptions { batch_size: n, ..common::gpu::gpu_options(Device::Gpu) };
     let big = Clip::load(tiny_dir().join("hf"), &opts).unwrap();
     let emb = big.encode_pixels(&px, n).unwrap();
     assert_eq!(big.device(), Device::Gpu, "no fallback needed");

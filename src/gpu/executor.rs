@@ -466,17 +466,28 @@ impl GpuEncoder {
             *guard = None; // free the old pool first
             *guard = Some(self.make_pool(te, tower, round(t, max_tokens), round(s, max_seqs)));
         }
-        let result = self.record_and_run(te, guard.as_ref().unwrap(), seqs, input);
+        let pool = guard.as_ref().unwrap();
+        let (pool_bytes, slots) = (pool.bytes(), pool.seqs);
+        let result = self.record_and_run(te, pool, seqs, input);
         let val_err = pollster::block_on(val.pop()).map(|e| GpuError::Backend(e.to_string()));
-        let oom_err = pollster::block_on(oom.pop()).map(|e| GpuError::OutOfMemory(e.to_string()));
+        let oom_err = pollster::block_on(oom.pop()).map(|e| {
+            let what = if tower == Tower::Vision { "images" } else { "texts" };
+            GpuError::OutOfMemory(format!(
+                "{e} (a chunk of {} {what} in buffers for {slots}, {:.0} MiB; a smaller --batch-size needs less)",
+                seqs.count(),
+                pool_bytes as f64 / (1 << 20) as f64
+            ))
+        });
         let result = match oom_err.or(val_err).or_else(|| self.ctx.take_error()) {
             Some(e) => Err(e),
             None => result,
         };
         if result.is_err() {
             // The pool may hold buffers that failed to allocate or a mapped readback buffer:
-            // start afresh next time.
+            // start afresh next time, and let the device free them now (after an out-of-memory
+            // error the CPU that takes over needs that memory back).
             *guard = None;
+            let _ = dev.poll(wgpu::PollType::Poll);
         }
         result
     }

@@ -84,10 +84,10 @@ pub enum GpuError {
     Unsupported(String),
     #[error("invalid input: {0}")]
     InvalidInput(String),
-    #[error("GPU out of memory: {0}")]
+    #[error("out of memory: {0}")]
     OutOfMemory(String),
-    #[error("GPU device lost: {0}")]
+    #[error("device lost: {0}")]
     DeviceLost(String),
-    #[error("GPU error: {0}")]
+    #[error("{0}")]
     Backend(String),
 }

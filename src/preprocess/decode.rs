@@ -398,6 +398,87 @@ fn header_dimensions(b: &[u8], format: ImageFormat) -> Option<(u64, u64)> {
     }
 }
 
+/// Checks a TIFF's first image file directory (the one decoded) against the file before the
+/// tiff crate reads it: every tag's out-of-line data must lie inside the file, and all of them
+/// together may not declare more values than the file has bytes. The crate sizes its tag arrays
+/// from the declared counts (up to 32 bytes per value, each array capped separately), so
+/// without this a 2 KB file declaring millions of strip offsets costs hundreds of MB before
+/// the read fails. Also returns the declared size for the decompression-bomb check, which then
+/// runs before any tag array is read.
+fn tiff_prescan(b: &[u8]) -> Result<Option<(u64, u64)>, PreprocessError> {
+    let bad = |m: String| Err(PreprocessError::Corrupt(format!("TIFF {m}")));
+    let le = match b.get(0..2) {
+        Some(b"II") => true,
+        Some(b"MM") => false,
+        _ => return bad("header has no byte-order mark".into()),
+    };
+    let uint = |i: u64, n: usize| -> Option<u64> {
+        let i = usize::try_from(i).ok()?;
+        let s = b.get(i..i.checked_add(n)?)?;
+        let mut v = 0u64;
+        for k in 0..n {
+            let byte = s[if le { n - 1 - k } else { k }] as u64;
+            v = v << 8 | byte;
+        }
+        Some(v)
+    };
+    let len = b.len() as u64;
+    let big = match uint(2, 2) {
+        Some(42) => false,
+        Some(43) => true,
+        _ => return bad("header has an unknown version".into()),
+    };
+    // classic: u32 offsets, u16 entry count, 12-byte entries with 4 bytes inline;
+    // BigTIFF: u64 offsets, u64 entry count, 20-byte entries with 8 bytes inline
+    let (off_n, count_n, entry_n, inline) = if big { (8, 8, 20u64, 8u64) } else { (4, 2, 12u64, 4u64) };
+    let ifd = if big { uint(8, 8) } else { uint(4, 4) };
+    let Some(ifd) = ifd.filter(|&o| o >= 8 && o < len) else {
+        return bad("header's first directory offset lies outside the file".into());
+    };
+    let Some(entries) = uint(ifd, count_n) else { return bad("directory is cut off".into()) };
+    let first = ifd + count_n as u64;
+    if entries.checked_mul(entry_n).and_then(|n| n.checked_add(first)).is_none_or(|end| end > len) {
+        return bad(format!("directory declares {entries} entries, more than the file holds"));
+    }
+    let (mut w, mut h, mut values) = (None, None, 0u64);
+    for e in 0..entries {
+        let at = first + e * entry_n;
+        let (tag, ty) = (uint(at, 2).unwrap_or(0), uint(at + 2, 2).unwrap_or(0));
+        let count = uint(at + 4, if big { 8 } else { 4 }).unwrap_or(0);
+        let size = match ty {
+            1 | 2 | 6 | 7 => 1u64,
+            3 | 8 => 2,
+            4 | 9 | 11 | 13 => 4,
+            5 | 10 | 12 | 16 | 17 | 18 => 8,
+            _ => continue, // an unknown type: the decoder skips it or names it
+        };
+        let value_at = at + 4 + off_n as u64;
+        let bytes = count.checked_mul(size);
+        if bytes.is_some_and(|n| n <= inline) {
+            if count == 1 && (tag == 256 || tag == 257) {
+                let v = uint(value_at, size as usize);
+                if tag == 256 {
+                    w = v
+                } else {
+                    h = v
+                }
+            }
+            continue;
+        }
+        let offset = uint(value_at, off_n).unwrap_or(u64::MAX);
+        if bytes.and_then(|n| n.checked_add(offset)).is_none_or(|end| end > len) {
+            return bad(format!(
+                "tag {tag} declares {count} values of {size} bytes at offset {offset}, beyond the end of the {len}-byte file"
+            ));
+        }
+        values += count;
+    }
+    if values > len {
+        return bad(format!("tags declare {values} values in all, more than the {len}-byte file holds"));
+    }
+    Ok(w.zip(h))
+}
+
 /// Number of components in a JPEG's first SOF segment.
 fn jpeg_components(b: &[u8]) -> Option<u8> {
     let mut pos = 2usize;
@@ -461,7 +542,11 @@ fn decode_format(bytes: &[u8], format: ImageFormat, limits: &Limits) -> Result<D
     if format == ImageFormat::Jpeg {
         return super::jpeg::decode(bytes, limits);
     }
-    if let Some((w, h)) = header_dimensions(bytes, format) {
+    let declared = match format {
+        ImageFormat::Tiff => tiff_prescan(bytes)?,
+        _ => header_dimensions(bytes, format),
+    };
+    if let Some((w, h)) = declared {
         let clamp = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
         check_dimensions(clamp(w), clamp(h), limits)?;
     }
@@ -548,6 +633,57 @@ mod tests {
         let mut webp = b"RIFF\0\0\0\0WEBPVP8L\0\0\0\0\x2f".to_vec();
         webp.extend_from_slice(&(16383u32 | 99 << 14).to_le_bytes());
         assert_eq!(header_dimensions(&webp, ImageFormat::WebP), Some((16384, 100)));
+    }
+
+    /// A one-directory TIFF with the given entries `(tag, type, count, value or offset)`,
+    /// `pad` bytes of data after the header and the directory after them.
+    fn tiff(be: bool, entries: &[(u16, u16, u32, u32)], pad: usize) -> Vec<u8> {
+        let (u16b, u32b) = if be {
+            (u16::to_be_bytes as fn(u16) -> [u8; 2], u32::to_be_bytes as fn(u32) -> [u8; 4])
+        } else {
+            (u16::to_le_bytes as fn(u16) -> [u8; 2], u32::to_le_bytes as fn(u32) -> [u8; 4])
+        };
+        let mut b = if be { b"MM".to_vec() } else { b"II".to_vec() };
+        b.extend(u16b(42));
+        b.extend(u32b(8 + pad as u32));
+        b.resize(8 + pad, 0);
+        b.extend(u16b(entries.len() as u16));
+        for &(tag, ty, count, v) in entries {
+            b.extend(u16b(tag));
+            b.extend(u16b(ty));
+            b.extend(u32b(count));
+            // a SHORT held inline sits in the field's first two bytes
+            if ty == 3 && count == 1 {
+                b.extend(u16b(v as u16));
+                b.extend([0, 0]);
+            } else {
+                b.extend(u32b(v));
+            }
+        }
+        b.extend([0; 4]);
+        b
+    }
+
+    #[test]
+    fn tiff_prescan_reads_sizes_and_refuses_tag_data_beyond_the_file() {
+        let mut buf = std::io::Cursor::new(Vec::new());
+        DynamicImage::new_rgb8(37, 5).write_to(&mut buf, ImageFormat::Tiff).unwrap();
+        assert_eq!(tiff_prescan(buf.get_ref()).ok(), Some(Some((37, 5))));
+        for be in [false, true] {
+            let ok = tiff(be, &[(256, 3, 1, 300), (257, 4, 1, 70_000), (273, 4, 4, 8)], 16);
+            assert_eq!(tiff_prescan(&ok).ok(), Some(Some((300, 70_000))), "big-endian {be}");
+            let far = tiff(be, &[(256, 3, 1, 3), (273, 4, 50_000_000, 8)], 16);
+            let e = tiff_prescan(&far).unwrap_err().to_string();
+            assert!(e.contains("tag 273 declares 50000000 values of 4 bytes at offset 8, beyond the end"), "{e}");
+            // in the file, but four arrays over the same 24 bytes: 96 values in 86 bytes
+            let shared = tiff(be, &[(273, 1, 24, 8), (279, 1, 24, 8), (320, 1, 24, 8), (700, 1, 24, 8)], 24);
+            let e = tiff_prescan(&shared).unwrap_err().to_string();
+            assert!(e.contains("96 values in all, more than the 86-byte file"), "{e}");
+        }
+        let mut cut = tiff(false, &[(256, 3, 1, 3)], 0);
+        cut[8] = 200; // 200 entries in a 22-byte file
+        assert!(tiff_prescan(&cut).unwrap_err().to_string().contains("200 entries"));
+        assert!(tiff_prescan(b"II*\0\xff\xff\0\0").is_err());
     }
 
     #[test]
