@@ -56,6 +56,13 @@ def pil_bytes(img, fmt, **kw):
     return b.getvalue()
 
 
+def tiff_le(entries, pad):
+    """A little-endian TIFF: the header, `pad` zero bytes (the tags' data), then one directory
+    of `entries` = (tag, type, count, value or offset), each value in the field's low bytes."""
+    ifd = struct.pack("<H", len(entries)) + b"".join(struct.pack("<HHII", t, ty, c, v) for t, ty, c, v in entries) + struct.pack("<I", 0)
+    return b"II*\x00" + struct.pack("<I", 8 + pad) + b"\0" * pad + ifd
+
+
 def gradient(w, h, mode="RGB"):
     """A smooth, deterministic picture (compresses well; resampling exercises every tap)."""
     y, x = np.mgrid[0:h, 0:w].astype(np.float64)
@@ -170,22 +177,17 @@ def bad_images():
     write("images", "bomb_webp_16384x16384.webp", webp, "bad_image", "16384x16384", bomb=[16384, 16384])
     # TIFF: one IFD, 100000x100000, 8-bit RGB, one strip
     entries = [(256, 4, 1, 100000), (257, 4, 1, 100000), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1), (273, 4, 1, 8), (277, 3, 1, 1), (278, 4, 1, 100000), (279, 4, 1, 16)]
-    ifd = struct.pack("<H", len(entries)) + b"".join(struct.pack("<HHII", t, ty, c, v) for t, ty, c, v in entries) + struct.pack("<I", 0)
-    tiff = b"II*\x00" + struct.pack("<I", 8 + 16) + b"\0" * 16 + ifd
-    write("images", "bomb_tiff_100000x100000.tiff", tiff, "bad_image", "100000x100000", bomb=[100000, 100000])
+    write("images", "bomb_tiff_100000x100000.tiff", tiff_le(entries, 16), "bad_image", "100000x100000", bomb=[100000, 100000])
     # TIFF tag arrays far larger than the file: 4 million strip offsets and byte counts in a
-    # 150-byte file (the tiff crate sizes its arrays from the counts, up to 256 MiB each,
+    # 138-byte file (the tiff crate sizes its arrays from the counts, up to 256 MiB each,
     # before reading them)
     entries = [(256, 4, 1, 64), (257, 4, 1, 64), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1), (273, 4, 4_000_000, 8), (277, 3, 1, 1), (278, 4, 1, 1), (279, 4, 4_000_000, 8)]
-    ifd = struct.pack("<H", len(entries)) + b"".join(struct.pack("<HHII", t, ty, c, v) for t, ty, c, v in entries) + struct.pack("<I", 0)
-    write("images", "tiff_huge_tag_counts.tiff", b"II*\x00" + struct.pack("<I", 8 + 16) + b"\0" * 16 + ifd, "bad_image", "beyond the end")
+    write("images", "tiff_huge_tag_counts.tiff", tiff_le(entries, 16), "bad_image", "beyond the end")
     # TIFF tag arrays inside the file but all over the same bytes: 12 arrays of 10,000 values
     # in a 10 KB file
     entries = [(256, 4, 1, 64), (257, 4, 1, 64), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1), (277, 3, 1, 1), (278, 4, 1, 1)]
     entries += [(273, 1, 10_000, 8), (279, 1, 10_000, 8)] + [(40000 + i, 1, 10_000, 8) for i in range(10)]
-    ifd = struct.pack("<H", len(entries)) + b"".join(struct.pack("<HHII", t, ty, c, v) for t, ty, c, v in entries) + struct.pack("<I", 0)
-    head = b"II*\x00" + struct.pack("<I", 8 + 10_000)
-    write("images", "tiff_overlapping_tags.tiff", head + b"\0" * 10_000 + ifd, "bad_image", "more than the")
+    write("images", "tiff_overlapping_tags.tiff", tiff_le(entries, 10_000), "bad_image", "more than the")
     # a real zlib bomb within the default limit: 12000x12000 1-bit PNG (144 Mpx, ~18 KB on disk)
     row = b"\0" + b"\0" * 1500
     z = zlib.compressobj(9)

@@ -92,9 +92,7 @@ fn a_batch_larger_than_one_buffer_is_chunked_not_failed() {
     let Some(clip) = gpu_clip(Device::Gpu) else { return };
     let r = load(&tiny_dir().join("reference.json"));
     let n = 300;
-    let one = synthetic_pixels(2, 224);
-    let per = 3 * 224 * 224;
-    let px: Vec<f32> = (0..n).flat_map(|i| one[(i % 2) * per..(i % 2 + 1) * per].iter().copied()).collect();
+    let px = alternating_pixels(n, 224);
     let opts = ClipOptions { batch_size: n, ..common::gpu::gpu_options(Device::Gpu) };
     let big = Clip::load(tiny_dir().join("hf"), &opts).unwrap();
     let emb = big.encode_pixels(&px, n).unwrap();

@@ -27,14 +27,13 @@ fn out_of_memory_batch_finishes_on_the_cpu_under_auto_and_is_an_error_when_force
     // 129 images: the GPU pool is rounded up to 222 image slots (lavapipe's 128 MiB binding
     // limit), 134 MB of input buffer alone; the CPU needs 78 MB for its im2col copy.
     let n = 129;
-    let per = 3 * 224 * 224;
     let r = load(&tiny_dir().join("reference.json"));
     let two = synthetic_pixels(2, 224);
-    let px: Vec<f32> = (0..n).flat_map(|i| two[(i % 2) * per..(i % 2 + 1) * per].iter().copied()).collect();
+    let px = alternating_pixels(n, 224);
     let opts = |device| ClipOptions { batch_size: n, cache_entries: 0, ..gpu_options(device) };
     let Some(auto) = gpu_clip(&opts(Device::Auto)) else { return };
     let forced = gpu_clip(&opts(Device::Gpu)).unwrap();
-    let cpu = Clip::load(tiny_dir().join("hf"), &ClipOptions { device: Device::Cpu, ..opts(Device::Cpu) }).unwrap();
+    let cpu = Clip::load(tiny_dir().join("hf"), &opts(Device::Cpu)).unwrap();
     // warm up: pipelines compiled, pools made for small batches, the CPU's threads and
     // allocator arenas in place, the CPU's answer for the big batch
     for c in [&auto, &forced, &cpu] {

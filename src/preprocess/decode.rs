@@ -444,7 +444,7 @@ fn tiff_prescan(b: &[u8]) -> Result<Option<(u64, u64)>, PreprocessError> {
     for e in 0..entries {
         let at = first + e * entry_n;
         let (tag, ty) = (uint(at, 2).unwrap_or(0), uint(at + 2, 2).unwrap_or(0));
-        let count = uint(at + 4, if big { 8 } else { 4 }).unwrap_or(0);
+        let count = uint(at + 4, off_n).unwrap_or(0);
         let size = match ty {
             1 | 2 | 6 | 7 => 1u64,
             3 | 8 => 2,

@@ -42,6 +42,14 @@ pub fn synthetic_pixels(n: usize, size: usize) -> Vec<f32> {
         .collect()
 }
 
+/// `n` images alternating between the two of `synthetic_pixels(2, size)`: a large batch with
+/// known references (`image_embeds[i % 2]`).
+pub fn alternating_pixels(n: usize, size: usize) -> Vec<f32> {
+    let two = synthetic_pixels(2, size);
+    let per = 3 * size * size;
+    (0..n).flat_map(|i| two[(i % 2) * per..(i % 2 + 1) * per].iter().copied()).collect()
+}
+
 /// Largest absolute difference between rows of `got` (flat, `dim` wide) and `want`.
 pub fn max_abs(got: &[f32], want: &[Vec<f32>]) -> f32 {
     let dim = want[0].len();
