@@ -6,6 +6,7 @@
 //!
 //! `cargo xtask make-images DIR` writes synthetic JPEGs for the end-to-end mode.
 
+mod device;
 mod export;
 mod plot;
 mod results;
@@ -42,6 +43,9 @@ enum Cmd {
     MakeImages(MakeImages),
     /// Re-render a results directory's exports and plots from its results.json and env.json.
     Report { dir: PathBuf },
+    /// Build everything the GPU machine needs for the device check into DIR (git-ignored):
+    /// stripped binaries, the Vulkan loader, check.sh. On the device: `DIR/check.sh OUT [--quick]`.
+    DevicePack(device::Pack),
     /// (internal) One measurement process, driven by `bench` on stdin.
     #[command(hide = true)]
     Worker {
@@ -128,6 +132,7 @@ fn main() -> Result<()> {
     match Xtask::parse().cmd {
         Cmd::Bench(b) => bench(*b),
         Cmd::MakeImages(m) => make_images(&m),
+        Cmd::DevicePack(p) => device::pack(&p, &root()),
         Cmd::Report { dir } => {
             let rows: Vec<Row> = serde_json::from_str(&std::fs::read_to_string(dir.join("results.json"))?)?;
             let env: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("env.json"))?)?;
@@ -145,8 +150,13 @@ fn main() -> Result<()> {
     }
 }
 
+/// The repository: `CLIP_WGPU_ROOT` where set (the device check runs a binary built
+/// elsewhere, in a copy of the tree at another path), else where this was built.
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    match std::env::var_os("CLIP_WGPU_ROOT") {
+        Some(r) => PathBuf::from(r),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf(),
+    }
 }
 
 /// Captions of ordinary length (COCO-style), in an order whose every prefix has a typical
