@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Baselines for `cargo xtask bench`: PyTorch (transformers CLIPModel) and ONNX Runtime on
-the same checkpoint, shapes, token ids and thread count as clip-wgpu. Installs nothing:
+the same checkpoint (and, on a CUDA machine, PyTorch fp16 eager and torch.compile), shapes, token ids and thread count as clip-wgpu. Installs nothing:
 
     pip install torch transformers onnxruntime onnx
 
@@ -61,7 +61,14 @@ def build(a):
     from transformers import CLIPModel
 
     torch.set_num_threads(a.threads)
-    model = CLIPModel.from_pretrained(a.model).eval()
+    cuda = a.engine in ("torch-cuda", "torch-compile")
+    if cuda and not torch.cuda.is_available():
+        raise RuntimeError(f"{a.engine} needs a CUDA device; torch sees none")
+    dev = torch.device("cuda" if cuda else "cpu")
+    dtype = torch.float16 if cuda else torch.float32
+    # SDPA: PyTorch's fastest eager attention on CUDA
+    kw = {"attn_implementation": "sdpa"} if cuda else {}
+    model = CLIPModel.from_pretrained(a.model, **kw).eval().to(dev, dtype)
 
     class Image(torch.nn.Module):
         def __init__(self, m):
@@ -88,12 +95,13 @@ def build(a):
     def make_input(b):
         if a.tower == "image":
             g = torch.Generator().manual_seed(0)
-            return torch.randn(b, 3, 224, 224, generator=g)
+            s = model.config.vision_config.image_size
+            return torch.randn(b, 3, s, s, generator=g).to(dev, dtype)
         ids = torch.full((b, CTX), EOT, dtype=torch.long)
         for i in range(b):
             seq = ids_given[i % len(ids_given)] if ids_given else [SOT] + [320] * (a.tokens - 2) + [EOT]
             ids[i, : len(seq)] = torch.tensor(seq[:CTX])
-        return ids
+        return ids.to(dev)
 
     wrapper = (Image if a.tower == "image" else Text)(model).eval()
     if a.engine == "torch":
@@ -102,6 +110,19 @@ def build(a):
                 wrapper(x)
 
         return run, make_input, f"torch {torch.__version__} (CPU, {a.threads} threads)"
+    if cuda:
+        fwd = wrapper
+        if a.engine == "torch-compile":
+            # CUDA graphs: the fastest PyTorch configuration for small batches
+            fwd = torch.compile(wrapper, mode="reduce-overhead")
+
+        def run_cuda(x):
+            with torch.inference_mode():
+                fwd(x)
+            torch.cuda.synchronize()
+
+        how = "torch.compile reduce-overhead" if a.engine == "torch-compile" else "eager, SDPA"
+        return run_cuda, make_input, f"torch {torch.__version__} ({torch.cuda.get_device_name()}, fp16, {how})"
 
     import onnxruntime as ort
 
@@ -136,7 +157,12 @@ def worker(a):
     except Exception as e:  # noqa: BLE001 - reported to the driver
         reply({"error": f"{type(e).__name__}: {e}"})
         return 1
-    reply({"ready": True, "load_s": time.perf_counter() - t0, "engine": desc, "adapter": "cpu",
+    adapter = "cpu"
+    if a.engine in ("torch-cuda", "torch-compile"):
+        import torch
+
+        adapter = torch.cuda.get_device_name()
+    reply({"ready": True, "load_s": time.perf_counter() - t0, "engine": desc, "adapter": adapter,
            "items": a.batch[0]})
     cpu = wall = 0.0
     for line in sys.stdin:
@@ -186,7 +212,9 @@ def main():
     ap.add_argument("--versions", action="store_true")
     ap.add_argument("--worker", action="store_true")
     ap.add_argument("--model", help="HF CLIP directory")
-    ap.add_argument("--engine", choices=["torch", "ort"])
+    ap.add_argument("--engine", choices=["torch", "ort", "torch-cuda", "torch-compile"],
+                    help="torch, ort: CPU f32; torch-cuda: CUDA fp16 eager (SDPA); torch-compile: the same "
+                         "through torch.compile(mode='reduce-overhead')")
     ap.add_argument("--tower", choices=["image", "text"])
     ap.add_argument("--batch", type=int, nargs="+", default=[32])
     ap.add_argument("--tokens", type=int, default=77, help="text length before padding to 77")

@@ -79,11 +79,13 @@ keep() { cat "$LOG.$1" >> "$OUT/$2"; rm -f "$LOG.$1"; }
 
 if [ $QUICK = 1 ]; then
     BATCHES="1 7"
+    VALIDATE_BATCHES="1 7"
     GEMM_BATCHES="1 4"
     GEMM_RUNS=2
     TOWER_RUNS=1
 else
     BATCHES="1 32 256 1024"
+    VALIDATE_BATCHES="1 7 256"
     GEMM_BATCHES="1 32 256 1024"
     GEMM_RUNS=10
     TOWER_RUNS=5
@@ -136,22 +138,29 @@ fi
 : > "$OUT/validate.txt"
 for mm in plain auto; do
     echo "== CLIP_WGPU_GPU_MATMUL=$mm" >> "$OUT/validate.txt"
-    CLIP_WGPU_GPU_MATMUL=$mm step "validate-$mm" 240 "$CLIP" validate --model "$MODEL" --batch-sizes $BATCHES
+    CLIP_WGPU_GPU_MATMUL=$mm step "validate-$mm" 240 "$CLIP" validate --model "$MODEL" --batch-sizes $VALIDATE_BATCHES
     keep "validate-$mm" validate.txt
 done
 
-# --- 6. both towers in f16, coop against plain, and PyTorch in the same run ----------------
+# --- 6. both towers in f16, coop against plain; PyTorch fp16 (eager SDPA and torch.compile)
+#        in the same run as clip-wgpu on the image tower at batch 1 and 256 (torch.compile
+#        takes up to minutes per configuration, so not at every batch)
 : > "$OUT/towers.txt"
 TOWERS_DIR=$(mktemp -d /tmp/clip-wgpu-towers.XXXXXX)
-COMPARE=none
-[ $QUICK = 1 ] && COMPARE=none
 for mm in auto plain; do
     CLIP_WGPU_GPU_MATMUL=$mm step "towers-$mm" 300 "$XTASK" bench --gpu-only --precision f16 --model "$MODEL" \
-        --towers image,text --batch-sizes $BATCHES --num-runs $TOWER_RUNS --warmup 1 \
-        --compare "$([ $mm = auto ] && echo $COMPARE || echo none)" --output-dir "$TOWERS_DIR/$mm"
+        --towers image,text --batch-sizes $BATCHES --num-runs $TOWER_RUNS --warmup 1 --compare none \
+        --no-plots --output-dir "$TOWERS_DIR/$mm"
     keep "towers-$mm" towers.txt
     [ -f "$TOWERS_DIR/$mm/results.md" ] && cat "$TOWERS_DIR/$mm/results.md" >> "$OUT/towers.txt"
 done
+if [ $QUICK = 0 ]; then
+    CLIP_WGPU_GPU_MATMUL=auto step towers-torch 360 "$XTASK" bench --gpu-only --precision f16 --model "$MODEL" \
+        --towers image --batch-sizes 1 256 --num-runs $TOWER_RUNS --warmup 2 --compare torch-cuda,torch-compile \
+        --no-plots --output-dir "$TOWERS_DIR/torch"
+    keep towers-torch towers.txt
+    [ -f "$TOWERS_DIR/torch/results.md" ] && cat "$TOWERS_DIR/torch/results.md" >> "$OUT/towers.txt"
+fi
 
 # --- 7. process start → first score printed, twice (the second with warm caches) ----------
 : > "$OUT/startup.txt"

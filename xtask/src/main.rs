@@ -82,7 +82,9 @@ struct Bench {
     /// scripts/make_fixtures.py into tests/fixtures/full (speed does not depend on the values).
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Baselines measured in the same run, interleaved (`none` for none).
+    /// Baselines measured in the same run, interleaved (`none` for none): `torch`, `ort` (CPU,
+    /// f32, --threads threads), `torch-cuda`, `torch-compile` (a CUDA GPU, fp16: eager with SDPA
+    /// attention, and torch.compile with CUDA graphs).
     #[arg(long, value_delimiter = ',', default_values_t = ["torch".to_string(), "ort".to_string()])]
     compare: Vec<String>,
     /// Texts of exactly N tokens (SOT and EOT included); default: a mix of real caption
@@ -353,7 +355,9 @@ fn bench(b: Bench) -> Result<()> {
         let needs: &[&str] = match c {
             "torch" => &["torch", "transformers"],
             "ort" => &["torch", "transformers", "onnxruntime", "onnx"],
-            other => bail!("unknown baseline {other:?} (torch, ort)"),
+            // PyTorch on a CUDA GPU in fp16: eager (SDPA attention) and torch.compile
+            "torch-cuda" | "torch-compile" => &["torch", "transformers"],
+            other => bail!("unknown baseline {other:?} (torch, ort, torch-cuda, torch-compile)"),
         };
         if e2e {
             note(&mut notes, format!("baseline {c}: not measured in end-to-end mode (--images)"));
@@ -363,7 +367,12 @@ fn bench(b: Bench) -> Result<()> {
                 format!("baseline {c}: python3 lacks {m} (pip install torch transformers onnxruntime onnx), skipped"),
             );
         } else {
-            baselines.push(Engine { engine: c.into(), device: "cpu".into(), precision: "f32".into() });
+            let cuda = c.starts_with("torch-c");
+            baselines.push(Engine {
+                engine: c.into(),
+                device: if cuda { "gpu" } else { "cpu" }.into(),
+                precision: if cuda { "f16" } else { "f32" }.into(),
+            });
         }
     }
     if engines.is_empty() && baselines.is_empty() {
