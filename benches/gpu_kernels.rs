@@ -13,9 +13,9 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput};
 
 use clip_wgpu::gpu::attention::{self, AttentionKey};
-use clip_wgpu::gpu::executor::{create_kernel, Kernel};
 use clip_wgpu::gpu::matmul::{self, MatmulKey};
 use clip_wgpu::gpu::norm::{self, NormKey};
+use clip_wgpu::gpu::pipeline::{create_kernel, Kernel};
 use clip_wgpu::gpu::{Context, Dt, KernelKey, Precision};
 
 const VISION_TOKENS: usize = 50;

@@ -12,9 +12,9 @@ use common::reference::*;
 
 use std::process::Command;
 
-use clip_wgpu::gpu::executor::{check_matmul, epilogue_of, Epilogue, SELF_CHECK_SHAPE};
 use clip_wgpu::gpu::matmul::MatmulKey;
 use clip_wgpu::gpu::matmul_coop::{self, CoopKey};
+use clip_wgpu::gpu::selfcheck::{check_matmul, epilogue_of, Epilogue, SELF_CHECK_SHAPE};
 use clip_wgpu::gpu::{Context, ContextOptions, Dt, GpuEncoder, GpuError, GpuOptions, KernelKey, MatmulPath, Precision};
 use clip_wgpu::model::{self, LoadOptions};
 use clip_wgpu::{Clip, ClipOptions, Device};
@@ -234,7 +234,7 @@ fn gemm_timing() {
         if check.is_err() {
             continue;
         }
-        let kernel = clip_wgpu::gpu::executor::create_kernel(dev, &key);
+        let kernel = clip_wgpu::gpu::pipeline::create_kernel(dev, &key);
         let (params, disp) = match key {
             KernelKey::MatmulCoop(_) => (matmul_coop::params(m, n, k), matmul_coop::dispatch(m, n)),
             _ => (clip_wgpu::gpu::matmul::params(m, n, k), clip_wgpu::gpu::matmul::dispatch(m, n)),

@@ -264,3 +264,120 @@ fn cooperative_matrix_kernel() {
     // Operands in the wrong roles.
     reject(src.replace("coopMultiplyAdd(a0, b0, c00)", "coopMultiplyAdd(b0, a0, c00)"), "A and B swapped");
 }
+
+/// The modules of `src/gpu/` and the modules of `src/gpu/` each imports (`use super::…`,
+/// `use crate::gpu::…` and inline `super::module::` paths, comments excluded). `mod.rs` is
+/// the facade (it declares and re-exports); the others must not import it.
+fn gpu_imports() -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    let dir = root().join("src/gpu");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".rs") && n != "mod.rs")
+        .map(|n| n.trim_end_matches(".rs").to_string())
+        .collect();
+    names.sort();
+    let mut graph = std::collections::BTreeMap::new();
+    for name in &names {
+        let src = std::fs::read_to_string(dir.join(format!("{name}.rs"))).unwrap();
+        let code: String = src.lines().map(|l| l.split("//").next().unwrap_or("")).collect::<Vec<_>>().join("\n");
+        let mut deps = std::collections::BTreeSet::new();
+        for prefix in ["super::", "crate::gpu::"] {
+            let mut rest = code.as_str();
+            while let Some(i) = rest.find(prefix) {
+                rest = &rest[i + prefix.len()..];
+                // `super::{a, b::{c, d}}`: the first segment of each top-level item.
+                let items: Vec<String> = if let Some(inner) = rest.strip_prefix('{') {
+                    let (mut depth, mut end) = (1, 0);
+                    for (j, ch) in inner.char_indices() {
+                        match ch {
+                            '{' => depth += 1,
+                            '}' => depth -= 1,
+                            _ => {}
+                        }
+                        if depth == 0 {
+                            end = j;
+                            break;
+                        }
+                    }
+                    let (mut depth, mut cur, mut out) = (0, String::new(), Vec::new());
+                    for ch in inner[..end].chars() {
+                        match ch {
+                            '{' => depth += 1,
+                            '}' => depth -= 1,
+                            ',' if depth == 0 => {
+                                out.push(std::mem::take(&mut cur));
+                                continue;
+                            }
+                            _ => {}
+                        }
+                        cur.push(ch);
+                    }
+                    out.push(cur);
+                    out
+                } else {
+                    vec![rest.to_string()]
+                };
+                for item in items {
+                    let first: String = item.trim().chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                    if first.is_empty() || first == "self" {
+                        continue;
+                    }
+                    assert!(
+                        names.contains(&first),
+                        "src/gpu/{name}.rs imports `{first}` from the gpu module itself (mod.rs): import it from its own module"
+                    );
+                    if &first != name {
+                        deps.insert(first);
+                    }
+                }
+            }
+        }
+        graph.insert(name.clone(), deps);
+    }
+    graph
+}
+
+/// No import circle in `src/gpu/`: the modules are layered, each importing only modules
+/// below it. Prints the listing (`cargo test --test shaders gpu_modules -- --nocapture`).
+#[test]
+fn gpu_modules_import_no_circle() {
+    let graph = gpu_imports();
+    for (m, deps) in &graph {
+        let list: Vec<&str> = deps.iter().map(|s| s.as_str()).collect();
+        eprintln!(
+            "src/gpu/{m}.rs imports: {}",
+            if list.is_empty() { "(nothing of gpu)".into() } else { list.join(", ") }
+        );
+    }
+    // Depth-first search for a cycle.
+    fn visit<'a>(
+        m: &'a str,
+        graph: &'a std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+        path: &mut Vec<&'a str>,
+        done: &mut std::collections::BTreeSet<&'a str>,
+    ) {
+        if done.contains(m) {
+            return;
+        }
+        if let Some(i) = path.iter().position(|p| *p == m) {
+            panic!("import circle in src/gpu: {} -> {m}", path[i..].join(" -> "));
+        }
+        path.push(m);
+        for d in &graph[m] {
+            visit(d, graph, path, done);
+        }
+        path.pop();
+        done.insert(m);
+    }
+    let mut done = std::collections::BTreeSet::new();
+    for m in graph.keys() {
+        visit(m, &graph, &mut Vec::new(), &mut done);
+    }
+    // The layering the docs describe: the leaf and the device-free planner.
+    assert!(graph["types"].is_empty(), "types.rs must import nothing of gpu: {:?}", graph["types"]);
+    for dev in ["context", "pipeline", "weights", "executor", "selfcheck"] {
+        assert!(!graph["plan"].contains(dev), "the planner imports {dev}");
+    }
+}

@@ -2,8 +2,11 @@
 //! all heads of all sequences of a ragged batch in one dispatch, one workgroup per
 //! (head, sequence).
 
-use super::shader::{generate, Binding, Header, ATTENTION_WGSL};
-use super::Dt;
+use super::types::Dt;
+use super::wgsl::{generate, Binding, Header};
+
+/// The shader source.
+pub const WGSL: &str = include_str!("../../shaders/attention.wgsl");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AttentionKey {
@@ -33,7 +36,7 @@ impl AttentionKey {
             .alias("OT", self.out)
             .constant("HD4", format!("{}u", self.hd4))
             .constant("CAUSAL", self.causal);
-        generate(ATTENTION_WGSL, &h)
+        generate(WGSL, &h)
     }
 }
 

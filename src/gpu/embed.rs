@@ -1,8 +1,11 @@
 //! The gather family (`shaders/embed.wgsl`): the token embedding (table row + position row
 //! per token of a ragged batch) and the pooling (first or last row of each sequence).
 
-use super::shader::{generate, Binding, Header, EMBED_WGSL};
-use super::Dt;
+use super::types::Dt;
+use super::wgsl::{generate, Binding, Header};
+
+/// The shader source.
+pub const WGSL: &str = include_str!("../../shaders/embed.wgsl");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EmbedKey {
@@ -35,7 +38,7 @@ impl EmbedKey {
             .alias("TT", self.table)
             .alias("PT", self.pooled)
             .alias("XT", self.tokens);
-        generate(EMBED_WGSL, &h)
+        generate(WGSL, &h)
     }
     pub fn entry(&self) -> &'static str {
         if self.pool {

@@ -2,8 +2,11 @@
 //! 4×4 outputs per invocation, and its `PATCH` variant, the patch embedding with the im2col
 //! fused into the loads and the class token and position embedding into the epilogue.
 
-use super::shader::{generate, Binding, Header, MATMUL_WGSL};
-use super::Dt;
+use super::types::Dt;
+use super::wgsl::{generate, Binding, Header};
+
+/// The shader source.
+pub const WGSL: &str = include_str!("../../shaders/matmul.wgsl");
 use crate::model::Activation;
 
 /// One matmul variant.
@@ -58,7 +61,7 @@ impl MatmulKey {
             .constant("ACT", format!("{}u", self.act))
             .constant("ACCUMULATE", self.acc)
             .flag("PATCH", self.patch);
-        generate(MATMUL_WGSL, &h)
+        generate(WGSL, &h)
     }
 
     pub fn bindings(&self) -> Vec<(u32, Binding)> {

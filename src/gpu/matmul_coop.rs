@@ -4,9 +4,11 @@
 //! memory. Used only for f16 token rows, on adapters that offer the configuration, after a
 //! self-check (see [`executor`](super::executor)); unrun on hardware so far.
 
-use super::context::AdapterReport;
-use super::shader::{generate, Binding, Header, MATMUL_COOP_WGSL};
-use super::Dt;
+use super::types::{AdapterReport, Dt};
+use super::wgsl::{generate, Binding, Header};
+
+/// The shader source.
+pub const WGSL: &str = include_str!("../../shaders/matmul_coop.wgsl");
 
 /// One cooperative-matrix matmul variant. X and W are f16.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -52,7 +54,7 @@ impl CoopKey {
             .constant("HAS_BIAS", self.bias)
             .constant("ACT", format!("{}u", self.act))
             .constant("ACCUMULATE", self.acc);
-        generate(MATMUL_COOP_WGSL, &h)
+        generate(WGSL, &h)
     }
 
     pub fn bindings(&self) -> Vec<(u32, Binding)> {

@@ -1,8 +1,11 @@
 //! The row-normalisation family (`shaders/norm.wgsl`): layernorm (in place or not) and L2
 //! normalisation, one workgroup per row, reductions through subgroups where SUBGROUP exists.
 
-use super::shader::{generate, Binding, Header, NORM_WGSL};
-use super::Dt;
+use super::types::Dt;
+use super::wgsl::{generate, Binding, Header};
+
+/// The shader source.
+pub const WGSL: &str = include_str!("../../shaders/norm.wgsl");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NormKey {
@@ -35,7 +38,7 @@ impl NormKey {
             .alias("GT", self.g)
             .flag("SUBGROUP", self.subgroup)
             .flag("INPLACE", self.inplace);
-        generate(NORM_WGSL, &h)
+        generate(WGSL, &h)
     }
     pub fn entry(&self) -> &'static str {
         if self.l2 {

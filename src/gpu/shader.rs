@@ -1,142 +1,20 @@
-//! WGSL sources and their variants.
-//!
-//! Each file of `shaders/` is one kernel family. A variant is made by prepending a generated
-//! header (`enable f16;` where an f16 type is used, `alias XT = f16;`-style storage types and
-//! `const` switches) and by keeping or dropping `//#if FLAG` … `//#else` … `//#endif`
-//! blocks (`//#if !FLAG` negates; blocks nest). [`KernelKey`] names one variant: its source,
-//! entry point, bindings and required features all follow from it.
+//! [`KernelKey`]: one variant of one kernel family, and [`catalog`], every variant the engine
+//! can use. Each family's file (`matmul.rs`, `attention.rs`, …) owns its key, its WGSL source
+//! and its bindings; this module only dispatches to them.
 
-use std::collections::BTreeSet;
-
+use super::types::{Dt, Precision};
 use super::{attention, embed, matmul, matmul_coop, norm};
 
-pub const MATMUL_WGSL: &str = include_str!("../../shaders/matmul.wgsl");
-pub const MATMUL_COOP_WGSL: &str = include_str!("../../shaders/matmul_coop.wgsl");
-pub const ATTENTION_WGSL: &str = include_str!("../../shaders/attention.wgsl");
-pub const NORM_WGSL: &str = include_str!("../../shaders/norm.wgsl");
-pub const EMBED_WGSL: &str = include_str!("../../shaders/embed.wgsl");
+pub use super::wgsl::{generate, preprocess, Binding, Header};
 
 /// The shader files, by name (for the tests: every file must be reached by some variant).
 pub const FILES: [(&str, &str); 5] = [
-    ("matmul.wgsl", MATMUL_WGSL),
-    ("matmul_coop.wgsl", MATMUL_COOP_WGSL),
-    ("attention.wgsl", ATTENTION_WGSL),
-    ("norm.wgsl", NORM_WGSL),
-    ("embed.wgsl", EMBED_WGSL),
+    ("matmul.wgsl", matmul::WGSL),
+    ("matmul_coop.wgsl", matmul_coop::WGSL),
+    ("attention.wgsl", attention::WGSL),
+    ("norm.wgsl", norm::WGSL),
+    ("embed.wgsl", embed::WGSL),
 ];
-
-/// A storage type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-pub enum Dt {
-    F32,
-    F16,
-}
-
-impl Dt {
-    pub fn wgsl(self) -> &'static str {
-        match self {
-            Dt::F32 => "f32",
-            Dt::F16 => "f16",
-        }
-    }
-    pub fn size(self) -> u64 {
-        match self {
-            Dt::F32 => 4,
-            Dt::F16 => 2,
-        }
-    }
-}
-
-/// The generated part of a variant.
-#[derive(Debug, Clone, Default)]
-pub struct Header {
-    /// Extra `enable NAME;` directives (`enable f16;` follows from the aliases).
-    pub enables: Vec<&'static str>,
-    pub aliases: Vec<(&'static str, Dt)>,
-    /// `const NAME = value;` lines; the value is WGSL (`true`, `2u`, …).
-    pub consts: Vec<(&'static str, String)>,
-    pub flags: Vec<&'static str>,
-}
-
-impl Header {
-    pub fn enable(mut self, name: &'static str) -> Self {
-        self.enables.push(name);
-        self
-    }
-    pub fn alias(mut self, name: &'static str, t: Dt) -> Self {
-        self.aliases.push((name, t));
-        self
-    }
-    pub fn constant(mut self, name: &'static str, v: impl std::fmt::Display) -> Self {
-        self.consts.push((name, v.to_string()));
-        self
-    }
-    pub fn flag(mut self, name: &'static str, on: bool) -> Self {
-        if on {
-            self.flags.push(name);
-        }
-        self
-    }
-}
-
-/// The source of a variant: header, then `src` with its `//#if` blocks resolved.
-pub fn generate(src: &str, h: &Header) -> String {
-    let mut out = String::new();
-    if h.aliases.iter().any(|a| a.1 == Dt::F16) {
-        out.push_str("enable f16;\n");
-    }
-    for e in &h.enables {
-        out.push_str(&format!("enable {e};\n"));
-    }
-    for (n, t) in &h.aliases {
-        out.push_str(&format!("alias {n} = {};\n", t.wgsl()));
-    }
-    for (n, v) in &h.consts {
-        out.push_str(&format!("const {n} = {v};\n"));
-    }
-    let flags: BTreeSet<&str> = h.flags.iter().copied().collect();
-    out.push_str(&preprocess(src, &flags));
-    out
-}
-
-/// Resolves `//#if [!]FLAG`, `//#else`, `//#endif` (nestable). Panics on unbalanced blocks
-/// (the sources are ours; the shader tests reach every file).
-pub fn preprocess(src: &str, flags: &BTreeSet<&str>) -> String {
-    // Stack of (this block is active, the enclosing one is active).
-    let mut stack: Vec<(bool, bool)> = Vec::new();
-    let mut out = String::with_capacity(src.len());
-    let active = |s: &Vec<(bool, bool)>| s.last().is_none_or(|&(a, p)| a && p);
-    for line in src.lines() {
-        let t = line.trim();
-        if let Some(cond) = t.strip_prefix("//#if ") {
-            let cond = cond.trim();
-            let v = match cond.strip_prefix('!') {
-                Some(f) => !flags.contains(f.trim()),
-                None => flags.contains(cond),
-            };
-            let parent = active(&stack);
-            stack.push((v, parent));
-        } else if t == "//#else" {
-            let top = stack.last_mut().expect("//#else without //#if");
-            top.0 = !top.0;
-        } else if t == "//#endif" {
-            stack.pop().expect("//#endif without //#if");
-        } else if active(&stack) {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    assert!(stack.is_empty(), "unterminated //#if");
-    out
-}
-
-/// How a kernel sees one binding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Binding {
-    Uniform,
-    Read,
-    ReadWrite,
-}
 
 /// One kernel variant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -214,9 +92,9 @@ impl KernelKey {
 /// cooperative-matrix matmul variant.
 pub fn catalog(head_dims: &[usize]) -> Vec<KernelKey> {
     let mut v = Vec::new();
-    for precision in [super::Precision::F32, super::Precision::F16] {
+    for precision in [Precision::F32, Precision::F16] {
         let wt = precision.weights();
-        let at = super::executor::token_dt(precision);
+        let at = precision.tokens();
         for (x, y) in [(at, at), (Dt::F32, Dt::F32)] {
             for bias in [false, true] {
                 for act in 0..3 {

@@ -5,7 +5,7 @@
 //! however large the model.
 
 use super::context::Context;
-use super::{Dt, GpuError};
+use super::types::{Dt, GpuError};
 use crate::model::{ParamId, Params};
 
 /// Where one parameter lives.
