@@ -88,6 +88,66 @@ impl Op {
             Op::L2Normalize { .. } => "l2norm",
         }
     }
+
+    /// The epilogue of a linear layer (`None` for the other ops).
+    pub fn epilogue(&self) -> Option<Epilogue> {
+        match *self {
+            Op::Linear { lin, act, accumulate, .. } => Some(Epilogue { bias: lin.bias.is_some(), act, accumulate }),
+            _ => None,
+        }
+    }
+}
+
+/// What a linear layer does after its product, `y (+)= act(x·Wᵀ + b)`: the one epilogue type
+/// of every matmul (the CPU engine's, the GPU's plain and cooperative-matrix kernels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Epilogue {
+    /// `+ b` (the layer has a bias).
+    pub bias: bool,
+    /// The activation, applied after the bias (`None`: identity).
+    pub act: Option<Activation>,
+    /// `y += …` instead of `y = …` (the residual add).
+    pub accumulate: bool,
+}
+
+impl Epilogue {
+    /// Every epilogue (for the kernel catalogs).
+    pub fn all() -> Vec<Epilogue> {
+        let mut v = Vec::new();
+        for bias in [false, true] {
+            for act in [None, Some(Activation::QuickGelu), Some(Activation::Gelu)] {
+                for accumulate in [false, true] {
+                    v.push(Epilogue { bias, act, accumulate });
+                }
+            }
+        }
+        v
+    }
+    /// A total order key (the activation type itself is not ordered).
+    fn rank(&self) -> (bool, u8, bool) {
+        let a = match self.act {
+            None => 0,
+            Some(Activation::QuickGelu) => 1,
+            Some(Activation::Gelu) => 2,
+        };
+        (self.bias, a, self.accumulate)
+    }
+}
+
+impl std::hash::Hash for Epilogue {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.rank().hash(h)
+    }
+}
+impl PartialOrd for Epilogue {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Epilogue {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.rank().cmp(&o.rank())
+    }
 }
 
 /// A tower's complete program.
