@@ -141,6 +141,13 @@ impl Prepared {
         debug_assert_eq!(epi.bias, bias.is_some());
         let Epilogue { act, accumulate, .. } = epi;
         match self.weight(id) {
+            Weight::Dense(wt) if accumulate && act.is_some() => {
+                // not a model op; kept correct, as in the packed kernels: y += act(x·Wᵀ + b)
+                let mut t = vec![0f32; rows * n];
+                gemm::matmul(&mut t, x, wt, rows, k, n, false);
+                ops::bias_act_isa(&mut t, n, bias, act, self.avx2());
+                y[..rows * n].iter_mut().zip(&t).for_each(|(a, b)| *a += b);
+            }
             Weight::Dense(wt) => {
                 gemm::matmul(y, x, wt, rows, k, n, accumulate);
                 ops::bias_act_isa(&mut y[..rows * n], n, bias, act, self.avx2());
