@@ -164,8 +164,72 @@ fn every_variant_in_the_catalog_translates() {
         })
         .unwrap_or_default();
     for f in &in_dir {
-        assert!(shader::FILES.iter().any(|(n, _)| n == f), "shaders/{f} is not known to gpu::shader::FILES");
+        assert!(
+            shader::FILES.iter().chain(&shader::SNIPPETS).any(|(n, _)| n == f),
+            "shaders/{f} is not known to gpu::shader::FILES or SNIPPETS"
+        );
     }
+    // Every snippet is appended to some variant.
+    for (name, text) in shader::SNIPPETS {
+        assert!(keys.iter().any(|k| k.source().contains(text.trim())), "{name} is used by no variant");
+    }
+}
+
+/// The uniform block of every variant: the Rust struct (`#[repr(C)]`, its family's file) and
+/// the WGSL `struct Params`, as naga lays it out, agree field by field (name, offset, scalar
+/// type) and in size; and the generated binding declarations are exactly the family's slots.
+#[test]
+fn uniform_blocks_and_bindings_agree_with_the_wgsl() {
+    let keys = shader::catalog(&[4, 16, 64]);
+    for key in &keys {
+        let (m, _) = validate(key).unwrap();
+        let mut layouter = naga::proc::Layouter::default();
+        layouter.update(m.to_ctx()).unwrap();
+        let (handle, ty) = m
+            .types
+            .iter()
+            .find(|(_, t)| t.name.as_deref() == Some("Params"))
+            .unwrap_or_else(|| panic!("{}: no struct Params", key.name()));
+        let naga::TypeInner::Struct { members, span } = &ty.inner else {
+            panic!("{}: Params is not a struct", key.name())
+        };
+        let rust = key.params_fields();
+        assert_eq!(*span as u64, key.params_size(), "{}: size of Params", key.name());
+        assert_eq!(layouter[handle].size as u64, key.params_size(), "{}", key.name());
+        assert_eq!(members.len(), rust.len(), "{}: fields of Params", key.name());
+        for (mem, &(name, offset, scalar)) in members.iter().zip(rust) {
+            assert_eq!(mem.name.as_deref(), Some(name), "{}: field order", key.name());
+            assert_eq!(mem.offset as usize, offset, "{}: offset of {name}", key.name());
+            let wgsl = match m.types[mem.ty].inner {
+                naga::TypeInner::Scalar(naga::Scalar { kind: naga::ScalarKind::Uint, width: 4 }) => "u32",
+                naga::TypeInner::Scalar(naga::Scalar { kind: naga::ScalarKind::Float, width: 4 }) => "f32",
+                naga::TypeInner::Scalar(naga::Scalar { kind: naga::ScalarKind::Sint, width: 4 }) => "i32",
+                ref other => panic!("{}: field {name} of Params is {other:?}", key.name()),
+            };
+            assert_eq!(wgsl, scalar, "{}: type of {name}", key.name());
+        }
+        // The module's bindings are the slots, with their access.
+        let mut bound: Vec<(u32, String, naga::AddressSpace)> = m
+            .global_variables
+            .iter()
+            .filter_map(|(_, g)| g.binding.as_ref().map(|b| (b.binding, g.name.clone().unwrap_or_default(), g.space)))
+            .collect();
+        bound.sort_by_key(|b| b.0);
+        let slots = key.slots();
+        assert_eq!(bound.len(), slots.len(), "{}: {bound:?}", key.name());
+        for (b, s) in bound.iter().zip(&slots) {
+            assert_eq!((b.0, b.1.as_str()), (s.binding, s.name), "{}", key.name());
+            let want = match s.access {
+                shader::Binding::Uniform => naga::AddressSpace::Uniform,
+                shader::Binding::Read => naga::AddressSpace::Storage { access: naga::StorageAccess::LOAD },
+                shader::Binding::ReadWrite => {
+                    naga::AddressSpace::Storage { access: naga::StorageAccess::LOAD | naga::StorageAccess::STORE }
+                }
+            };
+            assert_eq!(b.2, want, "{}: access of {}", key.name(), s.name);
+        }
+    }
+    eprintln!("{} variants: uniform blocks and bindings agree with their WGSL", keys.len());
 }
 
 #[test]
@@ -206,7 +270,8 @@ fn preprocessor_blocks() {
 #[test]
 fn cooperative_matrix_kernel() {
     use gpu::matmul_coop::{CoopKey, WORKGROUP_BYTES};
-    let key = KernelKey::MatmulCoop(CoopKey { y: gpu::Dt::F16, bias: true, act: 1, acc: true });
+    let epi = model::Epilogue { bias: true, act: Some(model::Activation::QuickGelu), accumulate: true };
+    let key = KernelKey::MatmulCoop(CoopKey { y: gpu::Dt::F16, epi });
     let src = key.source();
     assert!(src.starts_with("enable f16;\nenable wgpu_cooperative_matrix;\n"), "{src:.80}");
     let (m, info) = validate(&key).unwrap();

@@ -53,3 +53,26 @@ pub fn create_kernel(device: &wgpu::Device, key: &KernelKey) -> Kernel {
     });
     Kernel { pipeline, layout }
 }
+
+/// A bind group of `key`'s kernel with `resources` bound to its slots in order (the uniform
+/// block first): the self-check, the tests and the benches bind through the same slot list
+/// as the engine.
+pub fn bind_all(
+    device: &wgpu::Device,
+    kernel: &Kernel,
+    key: &KernelKey,
+    resources: Vec<wgpu::BindingResource<'_>>,
+) -> wgpu::BindGroup {
+    let slots = key.slots();
+    assert_eq!(slots.len(), resources.len(), "{}: {} slots, {} resources", key.name(), slots.len(), resources.len());
+    let entries: Vec<wgpu::BindGroupEntry> = slots
+        .iter()
+        .zip(resources)
+        .map(|(s, resource)| wgpu::BindGroupEntry { binding: s.binding, resource })
+        .collect();
+    device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some(&key.name()),
+        layout: &kernel.layout,
+        entries: &entries,
+    })
+}

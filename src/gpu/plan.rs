@@ -1,11 +1,12 @@
-//! The planner: which kernel variant runs each op of a [`Program`]. It needs no device (the
-//! shader tests validate exactly what it plans).
+//! The planner: which kernel variant runs each op of a [`Program`] (one line per op). It
+//! needs no device: the shader tests validate exactly what it plans.
 
 use super::attention::AttentionKey;
 use super::embed::EmbedKey;
-use super::matmul::{self, MatmulKey};
+use super::matmul::MatmulKey;
 use super::matmul_coop::{self, CoopKey};
 use super::norm::NormKey;
+use super::patch::PatchKey;
 use super::shader::KernelKey;
 use super::types::{Dt, Precision};
 use crate::model::{Act, Op, Program, Rows};
@@ -19,65 +20,40 @@ pub fn act_dt(program: &Program, precision: Precision, a: Act) -> Dt {
     }
 }
 
-/// The kernel variant of every op of `program` (device independent: the shader tests
-/// validate exactly these), with the plain matmul.
+/// The kernel variant of every op of `program`, with the plain matmul.
 pub fn plan_kernels(program: &Program, precision: Precision, subgroup: bool) -> Vec<KernelKey> {
     plan_kernels_with(program, precision, subgroup, false)
 }
 
 /// As [`plan_kernels`]; with `coop`, the linear layers on f16 token rows whose K is a multiple
 /// of 32 (all of CLIP's) run the cooperative-matrix matmul. Other linear layers (the f32
-/// pooled rows' projection) and the patch embedding keep the plain kernel.
+/// pooled rows' projection) keep the plain kernel.
 pub fn plan_kernels_with(program: &Program, precision: Precision, subgroup: bool, coop: bool) -> Vec<KernelKey> {
-    let wt = precision.weights();
+    let w = precision.weights();
     let dt = |a: Act| act_dt(program, precision, a);
-    program
-        .ops
-        .iter()
-        .map(|op| match *op {
-            Op::PatchEmbed { out, .. } => KernelKey::Matmul(MatmulKey {
-                x: Dt::F32,
-                w: wt,
-                y: dt(out),
-                bias: true,
-                act: 0,
-                acc: false,
-                patch: true,
-            }),
-            Op::TokenEmbed { out, .. } => {
-                KernelKey::Embed(EmbedKey { pool: false, tokens: dt(out), table: wt, pooled: Dt::F32 })
-            }
-            Op::LayerNorm { x, out, .. } => {
-                KernelKey::Norm(NormKey { x: dt(x), y: dt(out), g: wt, inplace: x == out, subgroup, l2: false })
-            }
-            Op::Linear { x, lin, act, accumulate, out }
-                if coop && wt == Dt::F16 && dt(x) == Dt::F16 && matmul_coop::fits(0, lin.n_out, lin.n_in) =>
-            {
-                KernelKey::MatmulCoop(CoopKey {
-                    y: dt(out),
-                    bias: lin.bias.is_some(),
-                    act: matmul::act_code(act),
-                    acc: accumulate,
-                })
-            }
-            Op::Linear { x, lin, act, accumulate, out } => KernelKey::Matmul(MatmulKey {
-                x: dt(x),
-                w: wt,
-                y: dt(out),
-                bias: lin.bias.is_some(),
-                act: matmul::act_code(act),
-                acc: accumulate,
-                patch: false,
-            }),
-            Op::Attention { qkv, out, head_dim, causal, .. } => {
-                KernelKey::Attention(AttentionKey { qkv: dt(qkv), out: dt(out), hd4: (head_dim / 4) as u32, causal })
-            }
-            Op::Pool { x, out, .. } => {
-                KernelKey::Embed(EmbedKey { pool: true, tokens: dt(x), table: wt, pooled: dt(out) })
-            }
-            Op::L2Normalize { x } => {
-                KernelKey::Norm(NormKey { x: dt(x), y: dt(x), g: wt, inplace: true, subgroup, l2: true })
-            }
-        })
-        .collect()
+    let plan = |op: &Op| match *op {
+        Op::PatchEmbed { out, .. } => KernelKey::Patch(PatchKey { w, y: dt(out) }),
+        Op::TokenEmbed { out, .. } => {
+            KernelKey::Embed(EmbedKey { pool: false, tokens: dt(out), table: w, pooled: Dt::F32 })
+        }
+        Op::LayerNorm { x, out, .. } => {
+            KernelKey::Norm(NormKey { x: dt(x), y: dt(out), g: w, inplace: x == out, subgroup, l2: false })
+        }
+        Op::Linear { x, lin, out, .. }
+            if coop && w == Dt::F16 && dt(x) == Dt::F16 && matmul_coop::fits(0, lin.n_out, lin.n_in) =>
+        {
+            KernelKey::MatmulCoop(CoopKey { y: dt(out), epi: op.epilogue().expect("linear") })
+        }
+        Op::Linear { x, out, .. } => {
+            KernelKey::Matmul(MatmulKey { x: dt(x), w, y: dt(out), epi: op.epilogue().expect("linear") })
+        }
+        Op::Attention { qkv, out, head_dim, causal, .. } => {
+            KernelKey::Attention(AttentionKey { qkv: dt(qkv), out: dt(out), hd4: (head_dim / 4) as u32, causal })
+        }
+        Op::Pool { x, out, .. } => KernelKey::Embed(EmbedKey { pool: true, tokens: dt(x), table: w, pooled: dt(out) }),
+        Op::L2Normalize { x } => {
+            KernelKey::Norm(NormKey { x: dt(x), y: dt(x), g: w, inplace: true, subgroup, l2: true })
+        }
+    };
+    program.ops.iter().map(plan).collect()
 }

@@ -1,13 +1,14 @@
 //! The cooperative-matrix kernel's selection and self-check: it has never run on hardware, so
 //! before the engine trusts it with the model it is run on a separate device against an f64
-//! reference ([`check_matmul`]); [`choose_matmul`] decides the matmul path and says why.
+//! reference ([`check_matmul`]); `choose_matmul` decides the matmul path and says why.
 
 use super::context::Context;
 use super::matmul;
 use super::matmul_coop::{self, CoopKey, MatmulPath};
-use super::pipeline::create_kernel;
+use super::pipeline::{bind_all, create_kernel};
 use super::shader::KernelKey;
 use super::types::{Dt, GpuError, Precision};
+use crate::model::{Activation, Epilogue};
 
 /// Decides the matmul path: `(coop, why not)`. Forcing `coop` where it cannot run is an
 /// error; under `auto` the plain kernel runs and the reason is kept for `info` and notices.
@@ -29,12 +30,7 @@ pub(crate) fn choose_matmul(
         // device before trusting it with the model.
         let checked = ctx.reopen().map_err(|e| e.to_string()).and_then(|probe| {
             for key in SELF_CHECK_KEYS {
-                check_matmul(
-                    &probe,
-                    &KernelKey::MatmulCoop(key),
-                    epilogue_of(&KernelKey::MatmulCoop(key)),
-                    SELF_CHECK_SHAPE,
-                )?;
+                check_matmul(&probe, &KernelKey::MatmulCoop(key), key.epi, SELF_CHECK_SHAPE)?;
             }
             Ok(())
         });
@@ -57,33 +53,15 @@ pub(crate) fn choose_matmul(
 /// The epilogues the self-check runs: QKV (bias), MLP up (bias + QuickGELU), residual
 /// projections (bias + accumulate), all with f16 output as the towers use them.
 const SELF_CHECK_KEYS: [CoopKey; 3] = [
-    CoopKey { y: Dt::F16, bias: true, act: 1, acc: false },
-    CoopKey { y: Dt::F16, bias: true, act: 0, acc: false },
-    CoopKey { y: Dt::F16, bias: true, act: 0, acc: true },
+    CoopKey { y: Dt::F16, epi: Epilogue { bias: true, act: Some(Activation::QuickGelu), accumulate: false } },
+    CoopKey { y: Dt::F16, epi: Epilogue { bias: true, act: None, accumulate: false } },
+    CoopKey { y: Dt::F16, epi: Epilogue { bias: true, act: None, accumulate: true } },
 ];
 /// m × n × k of the self-check: ragged in M and N (bounds handling), 24 K steps (double
 /// buffering).
 pub const SELF_CHECK_SHAPE: (usize, usize, usize) = (130, 264, 768);
 
-/// What a matmul kernel's epilogue does (for [`check_matmul`]'s reference).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Epilogue {
-    pub bias: bool,
-    /// 0 none, 1 QuickGELU, 2 GELU.
-    pub act: u32,
-    pub acc: bool,
-}
-
-/// The epilogue a (non-patch) matmul key computes.
-pub fn epilogue_of(key: &KernelKey) -> Epilogue {
-    match *key {
-        KernelKey::Matmul(k) => Epilogue { bias: k.bias, act: k.act, acc: k.acc },
-        KernelKey::MatmulCoop(k) => Epilogue { bias: k.bias, act: k.act, acc: k.acc },
-        _ => Epilogue { bias: false, act: 0, acc: false },
-    }
-}
-
-/// Runs one matmul variant (`Matmul` without PATCH with f16 X and W, or `MatmulCoop`) once on
+/// Runs one matmul variant (`Matmul` with f16 X and W, or `MatmulCoop`) once on
 /// `ctx` with deterministic inputs of shape `(m, n, k)`, and compares Y with an f64 reference
 /// of the same f16 inputs and the epilogue `expect`. Returns the largest error relative to
 /// `1 + |reference|`, or why it failed (pipeline or device error, or a mismatch beyond
@@ -98,7 +76,7 @@ pub fn check_matmul(
     use wgpu::util::DeviceExt;
     let (m, n, k) = shape;
     let y_dt = match *key {
-        KernelKey::Matmul(mk) if !mk.patch && mk.x == Dt::F16 && mk.w == Dt::F16 => mk.y,
+        KernelKey::Matmul(mk) if mk.x == Dt::F16 && mk.w == Dt::F16 => mk.y,
         KernelKey::MatmulCoop(ck) => ck.y,
         _ => return Err(format!("{}: not an f16 linear-layer kernel", key.name())),
     };
@@ -125,11 +103,11 @@ pub fn check_matmul(
                 v += b[c].to_f64();
             }
             v = match expect.act {
-                1 => v / (1.0 + (-1.702 * v).exp()),
-                2 => 0.5 * v * (1.0 + libm::erf(v / std::f64::consts::SQRT_2)),
-                _ => v,
+                Some(Activation::QuickGelu) => v / (1.0 + (-1.702 * v).exp()),
+                Some(Activation::Gelu) => 0.5 * v * (1.0 + libm::erf(v / std::f64::consts::SQRT_2)),
+                None => v,
             };
-            if expect.acc {
+            if expect.accumulate {
                 v += y0[i].to_f64();
             }
             v
@@ -144,11 +122,7 @@ pub fn check_matmul(
     let init = |label: &str, contents: &[u8], usage| {
         dev.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents, usage })
     };
-    let params = match key {
-        KernelKey::MatmulCoop(_) => matmul_coop::params(m, n, k),
-        _ => matmul::params(m, n, k),
-    };
-    let ubuf = init("self-check params", bytemuck::cast_slice(&params), U::UNIFORM);
+    let ubuf = init("self-check params", bytemuck::bytes_of(&matmul::params(m, n, k)), U::UNIFORM);
     let xbuf = init("self-check x", bytemuck::cast_slice(&x), U::STORAGE);
     let wbuf = init("self-check w", bytemuck::cast_slice(&w), U::STORAGE);
     let bbuf = init("self-check bias", bytemuck::cast_slice(&b), U::STORAGE);
@@ -163,17 +137,9 @@ pub fn check_matmul(
         usage: U::MAP_READ | U::COPY_DST,
         mapped_at_creation: false,
     });
-    let bg = dev.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: Some("self-check"),
-        layout: &kernel.layout,
-        entries: &[
-            wgpu::BindGroupEntry { binding: 0, resource: ubuf.as_entire_binding() },
-            wgpu::BindGroupEntry { binding: 1, resource: xbuf.as_entire_binding() },
-            wgpu::BindGroupEntry { binding: 2, resource: wbuf.as_entire_binding() },
-            wgpu::BindGroupEntry { binding: 3, resource: bbuf.as_entire_binding() },
-            wgpu::BindGroupEntry { binding: 4, resource: ybuf.as_entire_binding() },
-        ],
-    });
+    // The linear layer's slots: uniform, x, w, bias, y (matmul::SLOTS).
+    let bufs = [&ubuf, &xbuf, &wbuf, &bbuf, &ybuf].map(|b| b.as_entire_binding());
+    let bg = bind_all(dev, &kernel, key, bufs.to_vec());
     let d = match key {
         KernelKey::MatmulCoop(_) => matmul_coop::dispatch(m, n),
         _ => matmul::dispatch(m, n),

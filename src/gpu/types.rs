@@ -96,7 +96,7 @@ pub enum GpuError {
 /// What `info` shows about one adapter.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct AdapterReport {
-    /// Position in [`adapters`]'s list (what `--adapter N` selects).
+    /// Position in [`adapters`](super::context::adapters)'s list (what `--adapter N` selects).
     pub index: usize,
     pub name: String,
     pub backend: String,

@@ -9,7 +9,7 @@
 //! ops (layernorm, linear layers) therefore run on all tokens of the batch at once, and
 //! only attention looks at sequence boundaries.
 
-use super::config::{Activation, ClipConfig};
+use super::config::{Activation, ClipConfig, TextConfig};
 use super::weights::{LayerNormW, LinearW, ParamId, Weights};
 
 /// The towers.
@@ -241,6 +241,25 @@ pub enum Input<'a> {
     Pixels { data: &'a [f32], n: usize },
     /// Token ids per text, each `[SOT, …, EOT]` and no longer than the context.
     Tokens(&'a [Vec<u32>]),
+}
+
+/// The one check of a batch of token id sequences (both engines' entry points use it): each
+/// holds 1 to `context_length` ids, each below the vocabulary size.
+pub fn check_tokens(texts: &[Vec<u32>], cfg: &TextConfig) -> Result<(), String> {
+    for (i, ids) in texts.iter().enumerate() {
+        if ids.is_empty() || ids.len() > cfg.context_length {
+            return Err(format!(
+                "token sequence #{i}: must hold 1 to {} ids below {}, got {} ids",
+                cfg.context_length,
+                cfg.vocab_size,
+                ids.len()
+            ));
+        }
+        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= cfg.vocab_size) {
+            return Err(format!("token sequence #{i}: token id {bad} ≥ the vocabulary size {}", cfg.vocab_size));
+        }
+    }
+    Ok(())
 }
 
 /// How many positions of a text are computed: up to and including the first occurrence of
