@@ -6,8 +6,8 @@
 //!
 //! Shapes: odd row counts and ragged sequences everywhere; attention on 197- and 257-token
 //! sequences (ViT-B/16 at 224 px, ViT-L/14 at 224 px) beside a 5-token one; the patch
-//! embedding at patch sizes 32, 16, 14 and 7 and image sizes 224 and 336 (ViT-L/14@336:
-//! 577 tokens); the token table split in parts under a forced small binding limit, and the
+//! embedding at patch sizes 32, 16 (vec4 loads), 14 and 7 (scalar loads) and image sizes 224
+//! and 336 (ViT-L/14@336: 577 tokens); the token table split in parts under a forced small binding limit, and the
 //! whole tiny text tower run that way. The cooperative-matrix variants cannot run here
 //! (lavapipe has no cooperative matrices): they are naga-validated by tests/shaders.rs and
 //! guarded at run time by the self-check (tests/gpu_coop.rs).
@@ -154,10 +154,12 @@ fn case(key: &KernelKey, rng: &mut Rng) -> Option<Case> {
             let prog = program(vec![op], vec![(Act::H, k, rows), (Act::Mlp, n, rows)]);
             (p, prog, init, Act::Mlp, tiny_text, vec![])
         }
-        KernelKey::Patch(PatchKey { w, .. }) => {
-            // One patch/image size per call; `patch_cases` runs the others.
+        KernelKey::Patch(PatchKey { w, vec4, .. }) => {
+            // One patch/image size per variant; `patch_embedding_at_every_patch_and_image_size`
+            // runs the others.
             let p = if w == Dt::F16 { Precision::F16 } else { Precision::F32 };
-            let (c, prog, px) = patch_case(&mut params, &mut cfg, p, 14, 336, 2, rng);
+            let (patch, image) = if vec4 { (16, 224) } else { (14, 336) };
+            let (c, prog, px) = patch_case(&mut params, &mut cfg, p, patch, image, 2, rng);
             cfg = c;
             (p, prog, vec![], Act::X, vec![], px)
         }
@@ -358,7 +360,8 @@ fn patch_embedding_at_every_patch_and_image_size() {
                 opts: GpuOptions::default(),
             };
             let (err, keys) = run(&ctx, &c).unwrap();
-            assert_eq!(keys, vec![KernelKey::Patch(PatchKey { w: p.weights(), y: p.tokens() })]);
+            let vec4 = patch % 4 == 0;
+            assert_eq!(keys, vec![KernelKey::Patch(PatchKey { w: p.weights(), y: p.tokens(), vec4 })]);
             eprintln!("{}: {} tokens per image, max relative error {err:.1e}", c.label, c.cfg.vision.tokens());
         }
     }

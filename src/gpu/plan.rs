@@ -6,7 +6,7 @@ use super::embed::EmbedKey;
 use super::matmul::MatmulKey;
 use super::matmul_coop::{self, CoopKey};
 use super::norm::NormKey;
-use super::patch::PatchKey;
+use super::patch::{self, PatchKey};
 use super::shader::KernelKey;
 use super::types::{Dt, Precision};
 use crate::model::{Act, Op, Program, Rows};
@@ -32,7 +32,9 @@ pub fn plan_kernels_with(program: &Program, precision: Precision, subgroup: bool
     let w = precision.weights();
     let dt = |a: Act| act_dt(program, precision, a);
     let plan = |op: &Op| match *op {
-        Op::PatchEmbed { out, .. } => KernelKey::Patch(PatchKey { w, y: dt(out) }),
+        Op::PatchEmbed { patch: lin, out, .. } => {
+            KernelKey::Patch(PatchKey { w, y: dt(out), vec4: patch::vec4_loads(lin.n_in) })
+        }
         Op::TokenEmbed { out, .. } => {
             KernelKey::Embed(EmbedKey { pool: false, tokens: dt(out), table: w, pooled: Dt::F32 })
         }

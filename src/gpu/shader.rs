@@ -142,7 +142,9 @@ pub fn catalog(head_dims: &[usize]) -> Vec<KernelKey> {
                 v.push(KernelKey::Matmul(MatmulKey { x, w: wt, y, epi }));
             }
         }
-        v.push(KernelKey::Patch(PatchKey { w: wt, y: at }));
+        for vec4 in [false, true] {
+            v.push(KernelKey::Patch(PatchKey { w: wt, y: at, vec4 }));
+        }
         for &hd in head_dims {
             for causal in [false, true] {
                 v.push(KernelKey::Attention(AttentionKey { qkv: at, out: at, hd4: (hd / 4) as u32, causal }));
