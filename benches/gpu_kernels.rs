@@ -13,10 +13,11 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput};
 
 use clip_wgpu::gpu::attention::{self, AttentionKey};
-use clip_wgpu::gpu::executor::{create_kernel, Kernel};
 use clip_wgpu::gpu::matmul::{self, MatmulKey};
 use clip_wgpu::gpu::norm::{self, NormKey};
+use clip_wgpu::gpu::pipeline::{bind_all, create_kernel, Kernel};
 use clip_wgpu::gpu::{Context, Dt, KernelKey, Precision};
+use clip_wgpu::model::{Activation, Epilogue};
 
 const VISION_TOKENS: usize = 50;
 const TEXT_TOKENS: usize = 77;
@@ -52,43 +53,33 @@ struct Launch {
 }
 
 impl Launch {
-    /// Binds `sizes[i]` bytes of storage at binding `i + 1` and `params` at binding 0.
-    fn new(ctx: &Context, key: KernelKey, params: [u32; 8], sizes: &[(u32, u64)], groups: [u32; 3]) -> Launch {
+    /// Binds `params` to the uniform slot and `sizes[i]` bytes of storage to the i-th other
+    /// slot of the kernel (its family's slot list, in order).
+    fn new(ctx: &Context, key: KernelKey, params: &[u8], sizes: &[u64], groups: [u32; 3]) -> Launch {
         let dev = &ctx.device;
         let kernel = create_kernel(dev, &key);
         let uniform = dev.create_buffer(&wgpu::BufferDescriptor {
             label: Some("bench params"),
-            size: 32,
+            size: params.len() as u64,
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        ctx.queue.write_buffer(&uniform, 0, bytemuck::cast_slice(&params));
-        let mut buffers: Vec<(u32, wgpu::Buffer)> = sizes
+        ctx.queue.write_buffer(&uniform, 0, params);
+        let mut buffers: Vec<wgpu::Buffer> = sizes
             .iter()
-            .map(|&(binding, size)| {
-                let b = dev.create_buffer(&wgpu::BufferDescriptor {
+            .map(|&size| {
+                dev.create_buffer(&wgpu::BufferDescriptor {
                     label: Some("bench data"),
                     size: size.div_ceil(16).max(1) * 16,
                     usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
                     mapped_at_creation: false,
-                });
-                (binding, b)
+                })
             })
             .collect();
-        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
-        entries.extend(
-            buffers
-                .iter()
-                .map(|(binding, b)| wgpu::BindGroupEntry { binding: *binding, resource: b.as_entire_binding() }),
-        );
-        let bind = dev.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("bench"),
-            layout: &kernel.layout,
-            entries: &entries,
-        });
-        drop(entries);
-        buffers.push((0, uniform));
-        Launch { kernel, bind, groups, buffers: buffers.into_iter().map(|b| b.1).collect() }
+        let resources = std::iter::once(&uniform).chain(&buffers).map(|b| b.as_entire_binding()).collect();
+        let bind = bind_all(dev, &kernel, &key, resources);
+        buffers.push(uniform);
+        Launch { kernel, bind, groups, buffers }
     }
 
     /// One dispatch, submitted and waited for.
@@ -136,21 +127,22 @@ fn matmuls(c: &mut Criterion) {
             for b in batches() {
                 // (name, rows, K, N, activation, accumulate): the linear layers of one block
                 let shapes = [
-                    ("vision_qkv", VISION_TOKENS * b, 768, 2304, 0, false),
-                    ("vision_fc1", VISION_TOKENS * b, 768, 3072, 1, false),
-                    ("vision_fc2", VISION_TOKENS * b, 3072, 768, 0, true),
-                    ("text_qkv", TEXT_TOKENS * b, 512, 1536, 0, false),
-                    ("text_fc1", TEXT_TOKENS * b, 512, 2048, 1, false),
-                    ("text_fc2", TEXT_TOKENS * b, 2048, 512, 0, true),
+                    ("vision_qkv", VISION_TOKENS * b, 768, 2304, None, false),
+                    ("vision_fc1", VISION_TOKENS * b, 768, 3072, Some(Activation::QuickGelu), false),
+                    ("vision_fc2", VISION_TOKENS * b, 3072, 768, None, true),
+                    ("text_qkv", TEXT_TOKENS * b, 512, 1536, None, false),
+                    ("text_fc1", TEXT_TOKENS * b, 512, 2048, Some(Activation::QuickGelu), false),
+                    ("text_fc2", TEXT_TOKENS * b, 2048, 512, None, true),
                 ];
-                for (name, m, k, n, act, acc) in shapes {
-                    let key = MatmulKey { x: t, w: t, y: t, bias: true, act, acc, patch: false };
+                for (name, m, k, n, act, accumulate) in shapes {
+                    let key = MatmulKey { x: t, w: t, y: t, epi: Epilogue { bias: true, act, accumulate } };
                     let s = t.size();
+                    // x, w, bias, y
                     let l = Launch::new(
                         &ctx,
                         KernelKey::Matmul(key),
-                        matmul::params(m, n, k),
-                        &[(1, (m * k) as u64 * s), (2, (n * k) as u64 * s), (3, n as u64 * s), (4, (m * n) as u64 * s)],
+                        bytemuck::bytes_of(&matmul::params(m, n, k)),
+                        &[(m * k) as u64 * s, (n * k) as u64 * s, n as u64 * s, (m * n) as u64 * s],
                         matmul::dispatch(m, n),
                     );
                     g.throughput(Throughput::Elements((2 * m * n * k) as u64));
@@ -181,12 +173,9 @@ fn attention_and_layernorm(c: &mut Criterion) {
                     let l = Launch::new(
                         &ctx,
                         KernelKey::Attention(key),
-                        attention::params(width, heads, head_dim),
-                        &[
-                            (1, (tokens * 3 * width) as u64 * s),
-                            (2, (b * 2 * 4) as u64),
-                            (3, (tokens * width) as u64 * s),
-                        ],
+                        bytemuck::bytes_of(&attention::params(width, heads, head_dim)),
+                        // qkv, seqs, out
+                        &[(tokens * 3 * width) as u64 * s, (b * 2 * 4) as u64, (tokens * width) as u64 * s],
                         attention::dispatch(heads, b),
                     );
                     // the sequence table: (offset, length) per sequence
@@ -204,13 +193,9 @@ fn attention_and_layernorm(c: &mut Criterion) {
                     let l = Launch::new(
                         &ctx,
                         KernelKey::Norm(key),
-                        norm::params(width, rows, 1e-5),
-                        &[
-                            (1, (rows * width) as u64 * s),
-                            (2, (rows * width) as u64 * s),
-                            (3, width as u64 * s),
-                            (4, width as u64 * s),
-                        ],
+                        bytemuck::bytes_of(&norm::params(width, rows, 1e-5)),
+                        // y, x, gamma, beta
+                        &[(rows * width) as u64 * s, (rows * width) as u64 * s, width as u64 * s, width as u64 * s],
                         norm::dispatch(rows),
                     );
                     g.throughput(Throughput::Elements(rows as u64));

@@ -9,25 +9,23 @@
 // i = lid, lid + 64, …; q and the output accumulator live in registers (HD4 = d/4 vec4s),
 // keys and values are read straight from storage (they are shared through the cache).
 // Two passes over the keys: the row maximum of the scores, then exp, sum and the weighted
-// sum of values; f32 throughout. No workgroup memory, no barriers; any length works (the
-// engine uses it up to 77 tokens).
+// sum of values; f32 throughout. No workgroup memory, no barriers; any length works (77 text
+// tokens; 50, 197, 257 or 577 image tokens).
 // Dispatch: (heads, sequences, 1).
 //
-// Bindings (group 0): 0 uniform Params; 1 qkv (vec4<QT>, read); 2 seqs (vec2<u32>: offset,
-// length, read); 3 out (vec4<OT>, read_write).
-// Generated header: aliases QT, OT; consts HD4: u32 (head_dim / 4), CAUSAL: bool.
+// Bindings (group 0): declared once, in src/gpu/attention.rs (SLOTS), generated into the
+// header: p (uniform Params), qkv (vec4<QT>), seqs (vec2<u32>: offset, length), out
+// (vec4<OT>, read_write).
+// Generated header (src/gpu/wgsl.rs): aliases QT, OT; consts HD4: u32 (head_dim / 4),
+// CAUSAL: bool.
 
+// Uniform block: attention::AttentionParams in src/gpu/attention.rs.
 struct Params {
     width4: u32, // model width / 4
     heads: u32,
     scale: f32,  // 1 / sqrt(head_dim)
     _pad: u32,
 }
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> qkv: array<vec4<QT>>;
-@group(0) @binding(2) var<storage, read> seqs: array<vec2<u32>>;
-@group(0) @binding(3) var<storage, read_write> out: array<vec4<OT>>;
 
 const WG: u32 = 64u;
 

@@ -8,9 +8,9 @@
 //
 // UNRUN ON HARDWARE: it is naga-validated and written as SPIR-V by the tests, but no adapter it
 // has been run on so far offered EXPERIMENTAL_COOPERATIVE_MATRIX. The engine runs it only after
-// a self-check against matmul.wgsl at build time (src/gpu/executor.rs).
+// a self-check against an f64 reference at build time (src/gpu/selfcheck.rs).
 //
-// Tiling (the layout that measured best among the probes of ../shared/GPU.md):
+// Tiling (the layout that measured best among the probes of GPU.md):
 //   * a workgroup computes a BM×BN = 128×128 block of Y with 256 invocations = 8 subgroups of
 //     32 (the subgroup size must be 32: the engine selects this kernel only where it is);
 //   * subgroup s owns rows (s / 4)·64 … +64 and columns (s % 4)·32 … +32 of the block:
@@ -31,34 +31,25 @@
 // the H100's limit through wgpu (48 KiB); the engine checks the device limit.
 // Dispatch: (ceil(n / 128), ceil(m / 128), 1).
 //
-// Bindings (group 0), as matmul.wgsl:
-//   0 uniform Params   1 x: X rows (vec4<XT>, XT = f16)   2 w: W (vec4<WT>, WT = f16)
-//   3 bias: b[n] (WT)   4 y: Y (YT, read_write; read too when ACCUMULATE)
+// Bindings (group 0): declared once, in src/gpu/matmul.rs (SLOTS, shared with matmul.wgsl),
+// and generated into the header: p (uniform Params), x (X rows, vec4<XT>, XT = f16),
+// w (W, vec4<WT>, WT = f16), bias (b[n], WT), y (Y, YT, read_write; read too when ACCUMULATE).
 //
-// Generated header (src/gpu/shader.rs): `enable f16;`, `enable wgpu_cooperative_matrix;`,
-// aliases XT, WT (f16), YT (f16 or f32); consts HAS_BIAS: bool, ACT: u32 (0 none,
-// 1 QuickGELU, 2 GELU), ACCUMULATE: bool. Needs SHADER_F16, SUBGROUP (the subgroup_id
-// builtin) and EXPERIMENTAL_COOPERATIVE_MATRIX with the 16×16×16 f16→f32 configuration.
+// Generated header (src/gpu/wgsl.rs): `enable f16;`, `enable wgpu_cooperative_matrix;`,
+// aliases XT, WT (f16), YT (f16 or f32); the epilogue consts HAS_BIAS, ACT, ACCUMULATE and
+// shaders/epilogue.wgsl appended. Needs SHADER_F16, SUBGROUP (the subgroup_id builtin) and
+// EXPERIMENTAL_COOPERATIVE_MATRIX with the 16×16×16 f16→f32 configuration.
 //
 // Pitfalls followed (GPU.md): no module-level names A, B, C (they would shadow the matrix
 // roles); coopLoad only through f16 element pointers; no bitcast to vec2<f16>.
 
+// Uniform block: matmul::MatmulParams in src/gpu/matmul.rs (the same as matmul.wgsl's).
 struct Params {
     m: u32,  // rows of X and Y
     n: u32,  // columns of Y = rows of W
     k4: u32, // K / 4
-    _p0: u32,
-    _p1: u32,
-    _p2: u32,
-    _p3: u32,
-    _p4: u32,
+    _pad: u32,
 }
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<vec4<XT>>;
-@group(0) @binding(2) var<storage, read> w: array<vec4<WT>>;
-@group(0) @binding(3) var<storage, read> bias: array<WT>;
-@group(0) @binding(4) var<storage, read_write> y: array<YT>;
 
 const BM: u32 = 128u;
 const BN: u32 = 128u;
@@ -71,26 +62,6 @@ const WG_BYTES: u32 = 49152u; // 2*(STAGE_X+STAGE_W)*2 + 8*256*4
 var<workgroup> xs: array<f16, 10240>; // 2 * STAGE_X
 var<workgroup> ws: array<f16, 10240>; // 2 * STAGE_W
 var<workgroup> cs: array<f32, 2048>; // 8 subgroups * 16*16
-
-// erf-based GELU, as matmul.wgsl.
-fn gelu(v: f32) -> f32 {
-    let z = abs(v) * 0.70710678118654752;
-    let t = 1.0 / (1.0 + 0.3275911 * z);
-    let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
-    let erfc = poly * exp(-z * z);
-    let cdf = select(0.5 * erfc, 1.0 - 0.5 * erfc, v >= 0.0);
-    return v * cdf;
-}
-
-fn activation(v: f32) -> f32 {
-    if (ACT == 1u) {
-        return v / (1.0 + exp(-1.702 * v));
-    }
-    if (ACT == 2u) {
-        return gelu(v);
-    }
-    return v;
-}
 
 // Copies the K slice [k0, k0 + BK) of the block's 128 X rows and 128 W rows into buffer `buf`:
 // 1024 vec4 each, 4 per invocation. Rows past m or n are clamped (never stored).
@@ -129,16 +100,16 @@ fn finish(acc: coop_mat16x16<f32, C>, sg: u32, lane: u32, r0: u32, c0: u32) {
         let r = r0 + e / 16u;
         let c = c0 + e % 16u;
         if (r < p.m && c < p.n) {
-            var v = cs[base + e];
-            if (HAS_BIAS) {
-                v += f32(bias[c]);
-            }
-            v = activation(v);
             let idx = r * p.n + c;
-            if (ACCUMULATE) {
-                v += f32(y[idx]);
+            var b = 0.0;
+            if (HAS_BIAS) {
+                b = f32(bias[c]);
             }
-            y[idx] = YT(v);
+            var old = 0.0;
+            if (ACCUMULATE) {
+                old = f32(y[idx]);
+            }
+            y[idx] = YT(epilogue(cs[base + e], b, old));
         }
     }
     workgroupBarrier();

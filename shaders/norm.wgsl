@@ -11,10 +11,13 @@
 // tree (the fallback).
 // Dispatch: (rows, 1, 1).
 //
-// Bindings (group 0): 0 uniform Params; 1 y (YT, read_write); 2 x (XT, read; not INPLACE);
-// 3 gamma (GT, read); 4 beta (GT, read). l2_normalize uses 0 and 1 only.
-// Generated header: aliases XT, YT, GT; flags SUBGROUP, INPLACE.
+// Bindings (group 0): declared once, in src/gpu/norm.rs (`slots`), generated into the header:
+// p (uniform Params), y (YT, read_write), x (XT; not INPLACE), gamma, beta (GT);
+// l2_normalize binds p and y only.
+// Generated header (src/gpu/wgsl.rs): aliases XT, YT, GT; flags SUBGROUP, INPLACE, and L2
+// (the variant's entry point: l2_normalize with L2, layer_norm without).
 
+// Uniform block: norm::NormParams in src/gpu/norm.rs.
 struct Params {
     w: u32,    // row width
     rows: u32,
@@ -23,14 +26,6 @@ struct Params {
 }
 
 const WG: u32 = 64u;
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> y: array<YT>;
-//#if !INPLACE
-@group(0) @binding(2) var<storage, read> x: array<XT>;
-//#endif
-@group(0) @binding(3) var<storage, read> gamma: array<GT>;
-@group(0) @binding(4) var<storage, read> beta: array<GT>;
 
 var<workgroup> red: array<f32, WG>;
 
@@ -75,6 +70,7 @@ fn wg_sum(v: f32, l: Lane) -> f32 {
 }
 //#endif
 
+//#if !L2
 fn ld(i: u32) -> f32 {
 //#if INPLACE
     return f32(y[i]);
@@ -117,6 +113,7 @@ fn layer_norm(
         y[base + i] = YT(v);
     }
 }
+//#else
 
 @compute @workgroup_size(64, 1, 1)
 fn l2_normalize(
@@ -147,3 +144,4 @@ fn l2_normalize(
         }
     }
 }
+//#endif

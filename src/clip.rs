@@ -300,15 +300,7 @@ impl Clip {
     /// Encodes token id sequences (each `[SOT, …, EOT]`, at most the context length).
     /// Sequences already in the cache are not encoded again.
     pub fn encode_ids(&self, ids: &[Vec<u32>]) -> Result<Vec<f32>> {
-        let (vocab, ctx) = (self.ck.config.text.vocab_size, self.ck.config.text.context_length);
-        for (i, t) in ids.iter().enumerate() {
-            if t.is_empty() || t.len() > ctx || t.iter().any(|&id| id as usize >= vocab) {
-                return Err(Error::Invalid(format!(
-                    "token sequence #{i}: must hold 1 to {ctx} ids below {vocab}, got {} ids",
-                    t.len()
-                )));
-            }
-        }
+        crate::model::check_tokens(ids, &self.ck.config.text).map_err(Error::Invalid)?;
         let d = self.embed_dim();
         let mut out = vec![0f32; ids.len() * d];
         // (position, key) of the sequences to encode

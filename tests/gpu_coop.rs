@@ -12,11 +12,11 @@ use common::reference::*;
 
 use std::process::Command;
 
-use clip_wgpu::gpu::executor::{check_matmul, epilogue_of, Epilogue, SELF_CHECK_SHAPE};
 use clip_wgpu::gpu::matmul::MatmulKey;
 use clip_wgpu::gpu::matmul_coop::{self, CoopKey};
+use clip_wgpu::gpu::selfcheck::{check_matmul, SELF_CHECK_SHAPE};
 use clip_wgpu::gpu::{Context, ContextOptions, Dt, GpuEncoder, GpuError, GpuOptions, KernelKey, MatmulPath, Precision};
-use clip_wgpu::model::{self, LoadOptions};
+use clip_wgpu::model::{self, Activation, Epilogue, LoadOptions};
 use clip_wgpu::{Clip, ClipOptions, Device};
 
 fn vulkan() -> Option<Context> {
@@ -111,34 +111,29 @@ fn self_check_passes_a_right_kernel_and_catches_a_wrong_one() {
         eprintln!("SKIPPED: no SHADER_F16");
         return;
     }
-    for (y, act, acc) in [(Dt::F16, 1, false), (Dt::F16, 0, true), (Dt::F32, 2, false)] {
-        let key = KernelKey::Matmul(MatmulKey { x: Dt::F16, w: Dt::F16, y, bias: true, act, acc, patch: false });
-        let err = check_matmul(&ctx, &key, epilogue_of(&key), SELF_CHECK_SHAPE).unwrap();
+    let (quick, gelu) = (Some(Activation::QuickGelu), Some(Activation::Gelu));
+    for (y, act, accumulate) in [(Dt::F16, quick, false), (Dt::F16, None, true), (Dt::F32, gelu, false)] {
+        let epi = Epilogue { bias: true, act, accumulate };
+        let key = KernelKey::Matmul(MatmulKey { x: Dt::F16, w: Dt::F16, y, epi });
+        let err = check_matmul(&ctx, &key, epi, SELF_CHECK_SHAPE).unwrap();
         eprintln!("self-check harness, {}: max relative error {err:.2e}", key.name());
         assert!(err < 5e-3);
         // The same kernel held to another epilogue is caught.
-        let wrong = Epilogue { act: if act == 1 { 2 } else { 1 }, ..epilogue_of(&key) };
+        let wrong = Epilogue { act: if act == quick { gelu } else { quick }, ..epi };
         let e = check_matmul(&ctx, &key, wrong, SELF_CHECK_SHAPE).unwrap_err();
         assert!(e.contains("reference"), "{e}");
-        let wrong = Epilogue { acc: !acc, ..epilogue_of(&key) };
+        let wrong = Epilogue { accumulate: !accumulate, ..epi };
         assert!(check_matmul(&ctx, &key, wrong, SELF_CHECK_SHAPE).is_err());
     }
     // The coop kernel on a device without the feature: an error, not a panic or a lost device.
     if !ctx.has_coop() {
-        let key = KernelKey::MatmulCoop(CoopKey { y: Dt::F16, bias: true, act: 1, acc: false });
-        let e = check_matmul(&ctx, &key, epilogue_of(&key), SELF_CHECK_SHAPE).unwrap_err();
+        let epi = Epilogue { bias: true, act: quick, accumulate: false };
+        let key = KernelKey::MatmulCoop(CoopKey { y: Dt::F16, epi });
+        let e = check_matmul(&ctx, &key, epi, SELF_CHECK_SHAPE).unwrap_err();
         eprintln!("coop kernel where it cannot run: {e}");
         // The device is still usable afterwards.
-        let key = KernelKey::Matmul(MatmulKey {
-            x: Dt::F16,
-            w: Dt::F16,
-            y: Dt::F16,
-            bias: true,
-            act: 1,
-            acc: false,
-            patch: false,
-        });
-        check_matmul(&ctx, &key, epilogue_of(&key), (33, 40, 64)).unwrap();
+        let key = KernelKey::Matmul(MatmulKey { x: Dt::F16, w: Dt::F16, y: Dt::F16, epi });
+        check_matmul(&ctx, &key, epi, (33, 40, 64)).unwrap();
     }
 }
 
@@ -203,17 +198,10 @@ fn gemm_timing() {
     let d: Vec<usize> = shape.split('x').map(|v| v.parse().expect("CLIP_WGPU_GEMM=MxKxN")).collect();
     let (m, k, n) = (d[0], d[1], d[2]);
     let runs: usize = std::env::var("CLIP_WGPU_GEMM_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
-    let mut keys = vec![KernelKey::Matmul(MatmulKey {
-        x: Dt::F16,
-        w: Dt::F16,
-        y: Dt::F16,
-        bias: true,
-        act: 1,
-        acc: false,
-        patch: false,
-    })];
+    let epi = Epilogue { bias: true, act: Some(Activation::QuickGelu), accumulate: false };
+    let mut keys = vec![KernelKey::Matmul(MatmulKey { x: Dt::F16, w: Dt::F16, y: Dt::F16, epi })];
     if ctx.has_coop() && matmul_coop::unavailable(&ctx.report).is_none() {
-        keys.push(KernelKey::MatmulCoop(CoopKey { y: Dt::F16, bias: true, act: 1, acc: false }));
+        keys.push(KernelKey::MatmulCoop(CoopKey { y: Dt::F16, epi }));
     } else {
         eprintln!("{}: no cooperative matrices; timing the plain kernel only", ctx.report.name);
     }
@@ -229,32 +217,24 @@ fn gemm_timing() {
     let (x, w, b, y) =
         (buf(m * k * 2, U::STORAGE), buf(n * k * 2, U::STORAGE), buf(n * 2, U::STORAGE), buf(m * n * 2, U::STORAGE));
     for key in keys {
-        let check = check_matmul(&ctx, &key, epilogue_of(&key), SELF_CHECK_SHAPE);
+        let check = check_matmul(&ctx, &key, epi, SELF_CHECK_SHAPE);
         eprintln!("{}: self-check {check:?}", key.name());
         if check.is_err() {
             continue;
         }
-        let kernel = clip_wgpu::gpu::executor::create_kernel(dev, &key);
-        let (params, disp) = match key {
-            KernelKey::MatmulCoop(_) => (matmul_coop::params(m, n, k), matmul_coop::dispatch(m, n)),
-            _ => (clip_wgpu::gpu::matmul::params(m, n, k), clip_wgpu::gpu::matmul::dispatch(m, n)),
+        let kernel = clip_wgpu::gpu::pipeline::create_kernel(dev, &key);
+        let disp = match key {
+            KernelKey::MatmulCoop(_) => matmul_coop::dispatch(m, n),
+            _ => clip_wgpu::gpu::matmul::dispatch(m, n),
         };
         let u = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: None,
-            contents: bytemuck::cast_slice(&params),
+            contents: bytemuck::bytes_of(&clip_wgpu::gpu::matmul::params(m, n, k)),
             usage: U::UNIFORM,
         });
-        let bg = dev.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: None,
-            layout: &kernel.layout,
-            entries: &[
-                wgpu::BindGroupEntry { binding: 0, resource: u.as_entire_binding() },
-                wgpu::BindGroupEntry { binding: 1, resource: x.as_entire_binding() },
-                wgpu::BindGroupEntry { binding: 2, resource: w.as_entire_binding() },
-                wgpu::BindGroupEntry { binding: 3, resource: b.as_entire_binding() },
-                wgpu::BindGroupEntry { binding: 4, resource: y.as_entire_binding() },
-            ],
-        });
+        // The linear layer's slots, in order: uniform, x, w, bias, y.
+        let bufs = [&u, &x, &w, &b, &y].map(|b| b.as_entire_binding()).to_vec();
+        let bg = clip_wgpu::gpu::pipeline::bind_all(dev, &kernel, &key, bufs);
         let mut times = Vec::new();
         for i in 0..runs + 1 {
             let mut enc = dev.create_command_encoder(&Default::default());

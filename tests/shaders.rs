@@ -164,8 +164,72 @@ fn every_variant_in_the_catalog_translates() {
         })
         .unwrap_or_default();
     for f in &in_dir {
-        assert!(shader::FILES.iter().any(|(n, _)| n == f), "shaders/{f} is not known to gpu::shader::FILES");
+        assert!(
+            shader::FILES.iter().chain(&shader::SNIPPETS).any(|(n, _)| n == f),
+            "shaders/{f} is not known to gpu::shader::FILES or SNIPPETS"
+        );
     }
+    // Every snippet is appended to some variant.
+    for (name, text) in shader::SNIPPETS {
+        assert!(keys.iter().any(|k| k.source().contains(text.trim())), "{name} is used by no variant");
+    }
+}
+
+/// The uniform block of every variant: the Rust struct (`#[repr(C)]`, its family's file) and
+/// the WGSL `struct Params`, as naga lays it out, agree field by field (name, offset, scalar
+/// type) and in size; and the generated binding declarations are exactly the family's slots.
+#[test]
+fn uniform_blocks_and_bindings_agree_with_the_wgsl() {
+    let keys = shader::catalog(&[4, 16, 64]);
+    for key in &keys {
+        let (m, _) = validate(key).unwrap();
+        let mut layouter = naga::proc::Layouter::default();
+        layouter.update(m.to_ctx()).unwrap();
+        let (handle, ty) = m
+            .types
+            .iter()
+            .find(|(_, t)| t.name.as_deref() == Some("Params"))
+            .unwrap_or_else(|| panic!("{}: no struct Params", key.name()));
+        let naga::TypeInner::Struct { members, span } = &ty.inner else {
+            panic!("{}: Params is not a struct", key.name())
+        };
+        let rust = key.params_fields();
+        assert_eq!(*span as u64, key.params_size(), "{}: size of Params", key.name());
+        assert_eq!(layouter[handle].size as u64, key.params_size(), "{}", key.name());
+        assert_eq!(members.len(), rust.len(), "{}: fields of Params", key.name());
+        for (mem, &(name, offset, scalar)) in members.iter().zip(rust) {
+            assert_eq!(mem.name.as_deref(), Some(name), "{}: field order", key.name());
+            assert_eq!(mem.offset as usize, offset, "{}: offset of {name}", key.name());
+            let wgsl = match m.types[mem.ty].inner {
+                naga::TypeInner::Scalar(naga::Scalar { kind: naga::ScalarKind::Uint, width: 4 }) => "u32",
+                naga::TypeInner::Scalar(naga::Scalar { kind: naga::ScalarKind::Float, width: 4 }) => "f32",
+                naga::TypeInner::Scalar(naga::Scalar { kind: naga::ScalarKind::Sint, width: 4 }) => "i32",
+                ref other => panic!("{}: field {name} of Params is {other:?}", key.name()),
+            };
+            assert_eq!(wgsl, scalar, "{}: type of {name}", key.name());
+        }
+        // The module's bindings are the slots, with their access.
+        let mut bound: Vec<(u32, String, naga::AddressSpace)> = m
+            .global_variables
+            .iter()
+            .filter_map(|(_, g)| g.binding.as_ref().map(|b| (b.binding, g.name.clone().unwrap_or_default(), g.space)))
+            .collect();
+        bound.sort_by_key(|b| b.0);
+        let slots = key.slots();
+        assert_eq!(bound.len(), slots.len(), "{}: {bound:?}", key.name());
+        for (b, s) in bound.iter().zip(&slots) {
+            assert_eq!((b.0, b.1.as_str()), (s.binding, s.name), "{}", key.name());
+            let want = match s.access {
+                shader::Binding::Uniform => naga::AddressSpace::Uniform,
+                shader::Binding::Read => naga::AddressSpace::Storage { access: naga::StorageAccess::LOAD },
+                shader::Binding::ReadWrite => {
+                    naga::AddressSpace::Storage { access: naga::StorageAccess::LOAD | naga::StorageAccess::STORE }
+                }
+            };
+            assert_eq!(b.2, want, "{}: access of {}", key.name(), s.name);
+        }
+    }
+    eprintln!("{} variants: uniform blocks and bindings agree with their WGSL", keys.len());
 }
 
 #[test]
@@ -206,7 +270,8 @@ fn preprocessor_blocks() {
 #[test]
 fn cooperative_matrix_kernel() {
     use gpu::matmul_coop::{CoopKey, WORKGROUP_BYTES};
-    let key = KernelKey::MatmulCoop(CoopKey { y: gpu::Dt::F16, bias: true, act: 1, acc: true });
+    let epi = model::Epilogue { bias: true, act: Some(model::Activation::QuickGelu), accumulate: true };
+    let key = KernelKey::MatmulCoop(CoopKey { y: gpu::Dt::F16, epi });
     let src = key.source();
     assert!(src.starts_with("enable f16;\nenable wgpu_cooperative_matrix;\n"), "{src:.80}");
     let (m, info) = validate(&key).unwrap();
@@ -263,4 +328,121 @@ fn cooperative_matrix_kernel() {
     reject(src.replace("enable wgpu_cooperative_matrix;\n", ""), "no enable directive");
     // Operands in the wrong roles.
     reject(src.replace("coopMultiplyAdd(a0, b0, c00)", "coopMultiplyAdd(b0, a0, c00)"), "A and B swapped");
+}
+
+/// The modules of `src/gpu/` and the modules of `src/gpu/` each imports (`use super::…`,
+/// `use crate::gpu::…` and inline `super::module::` paths, comments excluded). `mod.rs` is
+/// the facade (it declares and re-exports); the others must not import it.
+fn gpu_imports() -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    let dir = root().join("src/gpu");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".rs") && n != "mod.rs")
+        .map(|n| n.trim_end_matches(".rs").to_string())
+        .collect();
+    names.sort();
+    let mut graph = std::collections::BTreeMap::new();
+    for name in &names {
+        let src = std::fs::read_to_string(dir.join(format!("{name}.rs"))).unwrap();
+        let code: String = src.lines().map(|l| l.split("//").next().unwrap_or("")).collect::<Vec<_>>().join("\n");
+        let mut deps = std::collections::BTreeSet::new();
+        for prefix in ["super::", "crate::gpu::"] {
+            let mut rest = code.as_str();
+            while let Some(i) = rest.find(prefix) {
+                rest = &rest[i + prefix.len()..];
+                // `super::{a, b::{c, d}}`: the first segment of each top-level item.
+                let items: Vec<String> = if let Some(inner) = rest.strip_prefix('{') {
+                    let (mut depth, mut end) = (1, 0);
+                    for (j, ch) in inner.char_indices() {
+                        match ch {
+                            '{' => depth += 1,
+                            '}' => depth -= 1,
+                            _ => {}
+                        }
+                        if depth == 0 {
+                            end = j;
+                            break;
+                        }
+                    }
+                    let (mut depth, mut cur, mut out) = (0, String::new(), Vec::new());
+                    for ch in inner[..end].chars() {
+                        match ch {
+                            '{' => depth += 1,
+                            '}' => depth -= 1,
+                            ',' if depth == 0 => {
+                                out.push(std::mem::take(&mut cur));
+                                continue;
+                            }
+                            _ => {}
+                        }
+                        cur.push(ch);
+                    }
+                    out.push(cur);
+                    out
+                } else {
+                    vec![rest.to_string()]
+                };
+                for item in items {
+                    let first: String = item.trim().chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                    if first.is_empty() || first == "self" {
+                        continue;
+                    }
+                    assert!(
+                        names.contains(&first),
+                        "src/gpu/{name}.rs imports `{first}` from the gpu module itself (mod.rs): import it from its own module"
+                    );
+                    if &first != name {
+                        deps.insert(first);
+                    }
+                }
+            }
+        }
+        graph.insert(name.clone(), deps);
+    }
+    graph
+}
+
+/// No import circle in `src/gpu/`: the modules are layered, each importing only modules
+/// below it. Prints the listing (`cargo test --test shaders gpu_modules -- --nocapture`).
+#[test]
+fn gpu_modules_import_no_circle() {
+    let graph = gpu_imports();
+    for (m, deps) in &graph {
+        let list: Vec<&str> = deps.iter().map(|s| s.as_str()).collect();
+        eprintln!(
+            "src/gpu/{m}.rs imports: {}",
+            if list.is_empty() { "(nothing of gpu)".into() } else { list.join(", ") }
+        );
+    }
+    // Depth-first search for a cycle.
+    fn visit<'a>(
+        m: &'a str,
+        graph: &'a std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+        path: &mut Vec<&'a str>,
+        done: &mut std::collections::BTreeSet<&'a str>,
+    ) {
+        if done.contains(m) {
+            return;
+        }
+        if let Some(i) = path.iter().position(|p| *p == m) {
+            panic!("import circle in src/gpu: {} -> {m}", path[i..].join(" -> "));
+        }
+        path.push(m);
+        for d in &graph[m] {
+            visit(d, graph, path, done);
+        }
+        path.pop();
+        done.insert(m);
+    }
+    let mut done = std::collections::BTreeSet::new();
+    for m in graph.keys() {
+        visit(m, &graph, &mut Vec::new(), &mut done);
+    }
+    // The layering the docs describe: the leaf and the device-free planner.
+    assert!(graph["types"].is_empty(), "types.rs must import nothing of gpu: {:?}", graph["types"]);
+    for dev in ["context", "pipeline", "weights", "executor", "selfcheck"] {
+        assert!(!graph["plan"].contains(dev), "the planner imports {dev}");
+    }
 }

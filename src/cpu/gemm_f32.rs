@@ -19,7 +19,8 @@
 use rayon::prelude::*;
 
 use super::isa::Isa;
-use super::simd::{self, Act};
+use super::simd;
+use crate::model::Activation;
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -146,14 +147,14 @@ impl SendPtr {
 
 /// `y[m, n] = act(x[m, k]·W + b)`, or `y += x·W + b` when `accumulate`. `isa` picks the
 /// microkernel (AVX2+FMA where `Isa::avx2_kernels`, else plain Rust).
-pub fn matmul(isa: Isa, y: &mut [f32], x: &[f32], m: usize, w: &Packed, act: Act, accumulate: bool) {
+pub fn matmul(isa: Isa, y: &mut [f32], x: &[f32], m: usize, w: &Packed, act: Option<Activation>, accumulate: bool) {
     let (k, n) = (w.k, w.n);
     assert!(x.len() >= m * k, "matmul: x has {} values, needs {}", x.len(), m * k);
     assert!(y.len() >= m * n, "matmul: y has {} values, needs {}", y.len(), m * n);
     if m == 0 || n == 0 {
         return;
     }
-    if accumulate && act != Act::None {
+    if accumulate && act.is_some() {
         // not a model op; kept correct: out += act(x·W + b)
         let mut t = vec![0f32; m * n];
         matmul(isa, &mut t, x, m, w, act, false);
@@ -214,7 +215,7 @@ unsafe fn block(
     r1: usize,
     p0: usize,
     p1: usize,
-    act: Act,
+    act: Option<Activation>,
     accumulate: bool,
 ) {
     let kcs = k.div_ceil(k.div_ceil(KC));
@@ -265,7 +266,7 @@ pub(crate) struct Epi {
     pub(crate) load_c: bool,
     /// the last k chunk: add the bias and apply `act`
     pub(crate) last: bool,
-    pub(crate) act: Act,
+    pub(crate) act: Option<Activation>,
 }
 
 /// The 6×16 tile at `c` (row stride ldc) gets `a[0..mr, 0..kc]·B + …` (see [`Epi`]).
@@ -455,9 +456,12 @@ mod tests {
                     }
                     let bias: Vec<f32> = (0..n).map(|i| i as f32 * 0.1 - 1.0).collect();
                     let tol = 1e-5 * (k as f64).sqrt() * 4.0;
-                    for (act, acc) in
-                        [(Act::None, false), (Act::None, true), (Act::QuickGelu, false), (Act::Gelu, false)]
-                    {
+                    for (act, acc) in [
+                        (None, false),
+                        (None, true),
+                        (Some(Activation::QuickGelu), false),
+                        (Some(Activation::Gelu), false),
+                    ] {
                         let r = naive(&x, &w, Some(&bias), m, k, n);
                         let p = Packed::from_out_in(&w, Some(&bias), n, k, bf16);
                         let init = if acc { 0.5f32 } else { 7.0 };
@@ -467,8 +471,8 @@ mod tests {
                         for (i, (&got, &want)) in y.iter().zip(&r).enumerate() {
                             let want = match (act, acc) {
                                 (_, true) => want + 0.5,
-                                (Act::QuickGelu, _) => simd::quick_gelu(want as f32) as f64,
-                                (Act::Gelu, _) => simd::gelu(want as f32) as f64,
+                                (Some(Activation::QuickGelu), _) => simd::quick_gelu(want as f32) as f64,
+                                (Some(Activation::Gelu), _) => simd::gelu(want as f32) as f64,
                                 _ => want,
                             };
                             let e = (got as f64 - want).abs() / want.abs().max(1.0);

@@ -19,7 +19,8 @@ use rayon::prelude::*;
 
 use super::gemm_f32::{Epi, SendPtr, MC, MR, NR};
 use super::isa::Isa;
-use super::simd::{self, Act};
+use super::simd;
+use crate::model::Activation;
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -121,14 +122,14 @@ pub fn quantise_rows(x: &[f32], m: usize, k: usize) -> (Vec<i16>, Vec<f32>) {
 }
 
 /// `y[m, n] = act(x·W + b)` or `y += x·W + b`, W int8 (see the module doc).
-pub fn matmul(isa: Isa, y: &mut [f32], x: &[f32], m: usize, w: &PackedI8, act: Act, accumulate: bool) {
+pub fn matmul(isa: Isa, y: &mut [f32], x: &[f32], m: usize, w: &PackedI8, act: Option<Activation>, accumulate: bool) {
     let (k, n) = (w.k, w.n);
     assert!(x.len() >= m * k, "matmul_i8: x has {} values, needs {}", x.len(), m * k);
     assert!(y.len() >= m * n, "matmul_i8: y has {} values, needs {}", y.len(), m * n);
     if m == 0 || n == 0 {
         return;
     }
-    if accumulate && act != Act::None {
+    if accumulate && act.is_some() {
         let mut t = vec![0f32; m * n];
         matmul(isa, &mut t, x, m, w, act, false);
         y[..m * n].iter_mut().zip(&t).for_each(|(a, b)| *a += b);
@@ -186,7 +187,7 @@ unsafe fn block(
     r1: usize,
     p0: usize,
     p1: usize,
-    act: Act,
+    act: Option<Activation>,
     accumulate: bool,
 ) {
     let kp = w.kp;
@@ -346,13 +347,13 @@ mod tests {
                 let p = PackedI8::from_out_in(&w, Some(&bias), n, k);
                 let (xq, sx) = quantise_rows(&x, m, k);
                 let r = reference(&xq, &sx, &p.dequantised(), &bias, m, k, n);
-                for (act, acc) in [(Act::None, false), (Act::None, true), (Act::QuickGelu, false)] {
+                for (act, acc) in [(None, false), (None, true), (Some(Activation::QuickGelu), false)] {
                     let mut y = vec![0.5f32; m * n];
                     matmul(isa, &mut y, &x, m, &p, act, acc);
                     for (i, (&got, &want)) in y.iter().zip(&r).enumerate() {
                         let want = match (act, acc) {
                             (_, true) => want + 0.5,
-                            (Act::QuickGelu, _) => simd::quick_gelu(want as f32) as f64,
+                            (Some(Activation::QuickGelu), _) => simd::quick_gelu(want as f32) as f64,
                             _ => want,
                         };
                         let e = (got as f64 - want).abs() / want.abs().max(1.0);
@@ -361,7 +362,7 @@ mod tests {
                 }
                 // and close to the f32 product (quantisation error only)
                 let mut y = vec![0f32; m * n];
-                matmul(isa, &mut y, &x, m, &p, Act::None, false);
+                matmul(isa, &mut y, &x, m, &p, None, false);
                 for i in 0..m {
                     for j in 0..n {
                         let e: f64 =

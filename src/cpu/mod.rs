@@ -20,7 +20,7 @@ use std::collections::HashMap;
 
 use rayon::prelude::*;
 
-use crate::model::{Act, Activation, ClipConfig, Input, Op, ParamId, Params, Program, Rows, Seqs};
+use crate::model::{Act, ClipConfig, Epilogue, Input, Op, ParamId, Params, Program, Rows, Seqs};
 
 /// How one linear layer is kept for the CPU.
 enum Weight {
@@ -124,8 +124,8 @@ impl Prepared {
         self.isa.avx2_kernels()
     }
 
-    /// `y (+)= act(x·Wᵀ + b)` with the layer's prepared weight; `bias` is the layer's
-    /// (used only by the dense path: the packed ones carry their own).
+    /// `y (+)= act(x·Wᵀ + b)` with the layer's prepared weight and epilogue; `bias` is the
+    /// layer's (used only by the dense path: the packed ones carry their own).
     #[allow(clippy::too_many_arguments)]
     fn linear(
         &self,
@@ -136,10 +136,18 @@ impl Prepared {
         k: usize,
         n: usize,
         bias: Option<&[f32]>,
-        act: simd::Act,
-        accumulate: bool,
+        epi: Epilogue,
     ) {
+        debug_assert_eq!(epi.bias, bias.is_some());
+        let Epilogue { act, accumulate, .. } = epi;
         match self.weight(id) {
+            Weight::Dense(wt) if accumulate && act.is_some() => {
+                // not a model op; kept correct, as in the packed kernels: y += act(x·Wᵀ + b)
+                let mut t = vec![0f32; rows * n];
+                gemm::matmul(&mut t, x, wt, rows, k, n, false);
+                ops::bias_act_isa(&mut t, n, bias, act, self.avx2());
+                y[..rows * n].iter_mut().zip(&t).for_each(|(a, b)| *a += b);
+            }
             Weight::Dense(wt) => {
                 gemm::matmul(y, x, wt, rows, k, n, accumulate);
                 ops::bias_act_isa(&mut y[..rows * n], n, bias, act, self.avx2());
@@ -163,14 +171,6 @@ fn transpose(w: &[f32], n: usize, k: usize) -> Vec<f32> {
         }
     }
     t
-}
-
-fn act_of(a: Option<Activation>) -> simd::Act {
-    match a {
-        None => simd::Act::None,
-        Some(Activation::QuickGelu) => simd::Act::QuickGelu,
-        Some(Activation::Gelu) => simd::Act::Gelu,
-    }
 }
 
 /// Runs `program` on one batch and returns the L2-normalised embeddings, `[n, embed_dim]`.
@@ -201,7 +201,7 @@ pub fn run_prepared(program: &Program, cfg: &ClipConfig, params: &Params, prep: 
     let mut spent: Vec<(&'static str, f64)> = Vec::new();
     for op in &program.ops {
         let t = std::time::Instant::now();
-        exec(op, program, cfg, params, prep, input, &seqs, &mut acts);
+        run_op(op, program, cfg, params, prep, input, &seqs, &mut acts);
         if profile {
             let kind = op.kind();
             let dt = t.elapsed().as_secs_f64();
@@ -228,8 +228,10 @@ pub fn run_prepared(program: &Program, cfg: &ClipConfig, params: &Params, prep: 
     acts.remove(&program.output).unwrap_or_default()
 }
 
+/// Runs one op of `program` on the activations `acts` (each `[rows, width]` f32, rows as
+/// `seqs` says): the CPU engine's op, which the GPU's per-kernel tests compare with.
 #[allow(clippy::too_many_arguments)]
-fn exec(
+pub fn run_op(
     op: &Op,
     program: &Program,
     cfg: &ClipConfig,
@@ -246,7 +248,7 @@ fn exec(
             let (d, g2) = (patch.n_out, v.grid() * v.grid());
             let cols = ops::im2col(data, n, v.image_size, v.patch_size);
             let mut pe = vec![0f32; n * g2 * d];
-            prep.linear(&mut pe, &cols, n * g2, patch.weight, patch.n_in, d, None, simd::Act::None, false);
+            prep.linear(&mut pe, &cols, n * g2, patch.weight, patch.n_in, d, None, Epilogue::default());
             let (class, pos) = (params.data(class), params.data(pos));
             let x = acts.get_mut(&out).unwrap();
             for s in 0..n {
@@ -289,12 +291,13 @@ fn exec(
                 acts.insert(x, src);
             }
         }
-        Op::Linear { x, lin, act, accumulate, out } => {
+        Op::Linear { x, lin, out, .. } => {
             let src = acts.remove(&x).expect("linear input");
             let rows = src.len() / lin.n_in;
             let y = acts.get_mut(&out).expect("linear output");
             let bias = lin.bias.map(|b| params.data(b));
-            prep.linear(y, &src, rows, lin.weight, lin.n_in, lin.n_out, bias, act_of(act), accumulate);
+            let epi = op.epilogue().expect("a linear layer");
+            prep.linear(y, &src, rows, lin.weight, lin.n_in, lin.n_out, bias, epi);
             acts.insert(x, src);
         }
         Op::Attention { qkv, out, heads, head_dim, causal } => {

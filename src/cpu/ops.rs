@@ -42,8 +42,8 @@ pub fn layer_norm_inplace_isa(x: &mut [f32], w: usize, gamma: &[f32], beta: &[f3
 pub use super::simd::{gelu, quick_gelu};
 
 /// Adds the bias to every row and applies the activation (vectorised when `avx2`).
-pub fn bias_act_isa(y: &mut [f32], n: usize, bias: Option<&[f32]>, act: simd::Act, avx2: bool) {
-    if bias.is_none() && act == simd::Act::None {
+pub fn bias_act_isa(y: &mut [f32], n: usize, bias: Option<&[f32]>, act: Option<Activation>, avx2: bool) {
+    if bias.is_none() && act.is_none() {
         return;
     }
     y.par_chunks_mut(n.max(1) * 16).for_each(|rows| {

@@ -7,15 +7,7 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-/// The activation a fused epilogue applies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Act {
-    None,
-    /// `x·σ(1.702x)` (OpenAI CLIP).
-    QuickGelu,
-    /// `0.5x(1 + erf(x/√2))` (exact GELU; LAION's checkpoints).
-    Gelu,
-}
+use crate::model::Activation;
 
 /// Scalar QuickGELU.
 #[inline]
@@ -30,11 +22,11 @@ pub fn gelu(x: f32) -> f32 {
 }
 
 #[inline]
-pub fn act_scalar(x: f32, act: Act) -> f32 {
+pub fn act_scalar(x: f32, act: Option<Activation>) -> f32 {
     match act {
-        Act::None => x,
-        Act::QuickGelu => quick_gelu(x),
-        Act::Gelu => gelu(x),
+        None => x,
+        Some(Activation::QuickGelu) => quick_gelu(x),
+        Some(Activation::Gelu) => gelu(x),
     }
 }
 
@@ -110,11 +102,11 @@ pub unsafe fn gelu256(x: __m256) -> __m256 {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-pub unsafe fn act256(x: __m256, act: Act) -> __m256 {
+pub unsafe fn act256(x: __m256, act: Option<Activation>) -> __m256 {
     match act {
-        Act::None => x,
-        Act::QuickGelu => quick_gelu256(x),
-        Act::Gelu => gelu256(x),
+        None => x,
+        Some(Activation::QuickGelu) => quick_gelu256(x),
+        Some(Activation::Gelu) => gelu256(x),
     }
 }
 
@@ -139,8 +131,8 @@ unsafe fn hmax256(v: __m256) -> f32 {
 }
 
 /// Applies `act` to every element (in place).
-pub fn act_slice(v: &mut [f32], act: Act, avx2: bool) {
-    if act == Act::None {
+pub fn act_slice(v: &mut [f32], act: Option<Activation>, avx2: bool) {
+    if act.is_none() {
         return;
     }
     #[cfg(target_arch = "x86_64")]
@@ -155,7 +147,7 @@ pub fn act_slice(v: &mut [f32], act: Act, avx2: bool) {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn act_slice_avx2(v: &mut [f32], act: Act) {
+unsafe fn act_slice_avx2(v: &mut [f32], act: Option<Activation>) {
     let mut chunks = v.chunks_exact_mut(8);
     for c in &mut chunks {
         // SAFETY: `c` is exactly 8 f32s; unaligned loads/stores.
@@ -312,14 +304,14 @@ mod tests {
             return;
         }
         let xs: Vec<f32> = (0..4001).map(|i| (i as f32 - 2000.0) / 150.0).chain([-100.0, 100.0, 0.0, -0.0]).collect();
-        for act in [Act::QuickGelu, Act::Gelu] {
+        for act in [Some(Activation::QuickGelu), Some(Activation::Gelu)] {
             let mut v = xs.clone();
             act_slice(&mut v, act, true);
             for (x, y) in xs.iter().zip(&v) {
                 let want = act_scalar(*x, act) as f64;
                 let err = (*y as f64 - want).abs();
                 // A–S 7.1.26 is good to 1.5e-7 absolute in erf, so GELU's tail is too
-                let tol = if act == Act::Gelu { 4e-7 } else { 2e-7 };
+                let tol = if act == Some(Activation::Gelu) { 4e-7 } else { 2e-7 };
                 assert!(err <= tol * want.abs().max(1.0), "{act:?}({x}) = {y}, want {want}");
             }
         }

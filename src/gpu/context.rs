@@ -4,38 +4,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::{GpuError, Precision};
-
-/// What `info` shows about one adapter.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct AdapterReport {
-    /// Position in [`adapters`]'s list (what `--adapter N` selects).
-    pub index: usize,
-    pub name: String,
-    pub backend: String,
-    pub device_type: String,
-    pub driver: String,
-    pub driver_info: String,
-    pub shader_f16: bool,
-    pub subgroup: bool,
-    pub timestamp_query: bool,
-    /// `EXPERIMENTAL_COOPERATIVE_MATRIX` configurations, e.g. `16x16x16 f16→f32`; empty when absent.
-    pub cooperative_matrix: Vec<String>,
-    /// The cooperative-matrix configuration the tensor-core matmul uses is offered.
-    pub coop_16x16x16_f16_f32: bool,
-    /// The matmul kernel the engine would run there at its default precision with
-    /// `--gpu-matmul auto`, and why (see [`super::matmul_coop::unavailable`]).
-    pub matmul_path: String,
-    pub subgroup_min_size: u32,
-    pub subgroup_max_size: u32,
-    pub max_storage_buffer_binding_size: u64,
-    pub max_buffer_size: u64,
-    pub max_compute_workgroup_storage_size: u32,
-    pub max_compute_invocations_per_workgroup: u32,
-    pub min_storage_buffer_offset_alignment: u32,
-    /// The precision the engine would choose by default there.
-    pub default_precision: Precision,
-}
+use super::matmul_coop;
+pub use super::types::AdapterReport;
+use super::types::{GpuError, Precision};
 
 impl AdapterReport {
     fn new(index: usize, a: &wgpu::Adapter) -> AdapterReport {
@@ -62,7 +33,7 @@ impl AdapterReport {
             subgroup: f.contains(wgpu::Features::SUBGROUP),
             timestamp_query: f.contains(wgpu::Features::TIMESTAMP_QUERY),
             cooperative_matrix: coop,
-            coop_16x16x16_f16_f32: super::matmul_coop::offers_config(&props),
+            coop_16x16x16_f16_f32: matmul_coop::offers_config(&props),
             matmul_path: String::new(),
             subgroup_min_size: info.subgroup_min_size,
             subgroup_max_size: info.subgroup_max_size,
@@ -73,7 +44,7 @@ impl AdapterReport {
             min_storage_buffer_offset_alignment: l.min_storage_buffer_offset_alignment,
             default_precision: if f.contains(wgpu::Features::SHADER_F16) { Precision::F16 } else { Precision::F32 },
         };
-        r.matmul_path = match (r.default_precision, super::matmul_coop::unavailable(&r)) {
+        r.matmul_path = match (r.default_precision, matmul_coop::unavailable(&r)) {
             (Precision::F32, _) => "plain (f32 precision)".into(),
             (_, Some(why)) => format!("plain ({why})"),
             (_, None) => {

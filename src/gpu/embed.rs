@@ -1,8 +1,17 @@
 //! The gather family (`shaders/embed.wgsl`): the token embedding (table row + position row
 //! per token of a ragged batch) and the pooling (first or last row of each sequence).
+//!
+//! The token table may exceed one storage binding (a 768-wide text tower's is 152 MB in f32,
+//! lavapipe allows 128 MiB): the weight store splits it by rows and the kernel binds up to
+//! [`TABLE_PARTS`] parts.
 
-use super::shader::{generate, Binding, Header, EMBED_WGSL};
-use super::Dt;
+use super::family::{wrong_op, Chunk, Family, Res};
+use super::types::Dt;
+use super::wgsl::{uniform, Header, Slot};
+use crate::model::{Op, PoolAt};
+
+/// The shader source.
+pub const WGSL: &str = include_str!("../../shaders/embed.wgsl");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EmbedKey {
@@ -18,9 +27,61 @@ pub struct EmbedKey {
 
 pub const WG: u32 = 64;
 const MAX_X: u32 = 65535;
+/// Most parts the token table may be split into (bindings `table0` … `table3`).
+pub const TABLE_PARTS: usize = 4;
 
-impl EmbedKey {
-    pub fn name(&self) -> String {
+const TOKEN_SLOTS: [Slot; 8] = [
+    Slot::UNIFORM,
+    Slot::read_write(1, "emb_out", "array<vec4<ET>>"),
+    Slot::read(2, "pos", "array<vec4<TT>>"),
+    Slot::read(3, "tok", "array<vec2<u32>>"),
+    Slot::read(4, "table0", "array<vec4<TT>>"),
+    Slot::read(5, "table1", "array<vec4<TT>>"),
+    Slot::read(6, "table2", "array<vec4<TT>>"),
+    Slot::read(7, "table3", "array<vec4<TT>>"),
+];
+const POOL_SLOTS: [Slot; 4] = [
+    Slot::UNIFORM,
+    Slot::read_write(1, "pooled", "array<vec4<PT>>"),
+    Slot::read(2, "x", "array<vec4<XT>>"),
+    Slot::read(3, "seqs", "array<vec2<u32>>"),
+];
+
+uniform!(
+    /// `struct Params` of embed.wgsl.
+    EmbedParams { w4: u32, rows: u32, last: u32, stride: u32, part_rows: u32, _pad0: u32, _pad1: u32, _pad2: u32 }
+);
+
+/// Token embedding: params and dispatch (a 1-D range of `rows · w/4` invocations folded
+/// into x ≤ 65535 workgroups and y); the table in parts of `part_rows` rows.
+pub fn token_params(rows: usize, width: usize, part_rows: usize) -> (EmbedParams, [u32; 3]) {
+    let total = (rows * width / 4) as u32;
+    let groups = total.div_ceil(WG).max(1);
+    let x = groups.min(MAX_X);
+    let y = groups.div_ceil(x);
+    let p = EmbedParams {
+        w4: (width / 4) as u32,
+        rows: rows as u32,
+        stride: x * WG,
+        part_rows: part_rows.max(1) as u32,
+        ..Default::default()
+    };
+    (p, [x, y, 1])
+}
+
+/// Pooling: params and dispatch.
+pub fn pool_params(seqs: usize, width: usize, last: bool) -> (EmbedParams, [u32; 3]) {
+    let w4 = (width / 4) as u32;
+    let p = EmbedParams { w4, rows: seqs as u32, last: last as u32, ..Default::default() };
+    (p, [w4.div_ceil(WG), seqs as u32, 1])
+}
+
+impl Family for EmbedKey {
+    type Params = EmbedParams;
+    const FILE: &'static str = "embed.wgsl";
+    const WGSL: &'static str = WGSL;
+
+    fn name(&self) -> String {
         format!(
             "{}_{}_{}_{}",
             if self.pool { "pool" } else { "token_embed" },
@@ -29,48 +90,46 @@ impl EmbedKey {
             self.pooled.wgsl()
         )
     }
-    pub fn source(&self) -> String {
-        let h = Header::default()
+    fn header(&self) -> Header {
+        Header::default()
             .alias("ET", self.tokens)
             .alias("TT", self.table)
             .alias("PT", self.pooled)
-            .alias("XT", self.tokens);
-        generate(EMBED_WGSL, &h)
+            .alias("XT", self.tokens)
+            .flag("POOL", self.pool)
     }
-    pub fn entry(&self) -> &'static str {
+    fn entry(&self) -> &'static str {
         if self.pool {
             "pool"
         } else {
             "token_embed"
         }
     }
-    pub fn bindings(&self) -> Vec<(u32, Binding)> {
+    fn slots(&self) -> Vec<Slot> {
         if self.pool {
-            vec![(0, Binding::Uniform), (5, Binding::ReadWrite), (6, Binding::Read), (7, Binding::Read)]
+            POOL_SLOTS.to_vec()
         } else {
-            vec![
-                (0, Binding::Uniform),
-                (1, Binding::ReadWrite),
-                (2, Binding::Read),
-                (3, Binding::Read),
-                (4, Binding::Read),
-            ]
+            TOKEN_SLOTS.to_vec()
         }
     }
-}
-
-/// Token embedding: params and dispatch (a 1-D range of `rows · w/4` invocations folded
-/// into x ≤ 65535 workgroups and y).
-pub fn token_params(rows: usize, width: usize) -> ([u32; 8], [u32; 3]) {
-    let total = (rows * width / 4) as u32;
-    let groups = total.div_ceil(WG).max(1);
-    let x = groups.min(MAX_X);
-    let y = groups.div_ceil(x);
-    ([(width / 4) as u32, rows as u32, 0, x * WG, 0, 0, 0, 0], [x, y, 1])
-}
-
-/// Pooling: params and dispatch.
-pub fn pool_params(seqs: usize, width: usize, last: bool) -> ([u32; 8], [u32; 3]) {
-    let w4 = (width / 4) as u32;
-    ([w4, seqs as u32, last as u32, 0, 0, 0, 0, 0], [w4.div_ceil(WG), seqs as u32, 1])
+    fn resources(&self, op: &Op) -> Vec<Res> {
+        match *op {
+            Op::TokenEmbed { table, pos, out } => {
+                let mut r = vec![Res::Uniform, Res::Act(out), Res::Param(pos), Res::Input];
+                r.extend((0..TABLE_PARTS).map(|i| Res::ParamPart(table, i)));
+                r
+            }
+            Op::Pool { x, out, .. } => vec![Res::Uniform, Res::Act(out), Res::Act(x), Res::Seqs],
+            _ => wrong_op("embed", op),
+        }
+    }
+    fn launch(&self, op: &Op, chunk: &Chunk) -> (EmbedParams, [u32; 3]) {
+        match *op {
+            Op::TokenEmbed { table, out, .. } => {
+                token_params(chunk.seqs.tokens(), chunk.width(out), (chunk.part_rows)(table))
+            }
+            Op::Pool { x, at, .. } => pool_params(chunk.seqs.count(), chunk.width(x), at == PoolAt::Last),
+            _ => wrong_op("embed", op),
+        }
+    }
 }

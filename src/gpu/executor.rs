@@ -1,110 +1,30 @@
-//! [`GpuEncoder`]: executes a tower's [`Program`] on the GPU, one dispatch per [`Op`].
+//! [`GpuEncoder`]: executes a tower's [`Program`] on the GPU, one dispatch per [`Op`](crate::model::Op). It only
+//! walks the program: which kernel runs an op is the planner's ([`plan`](super::plan)), what
+//! the op binds, its uniforms and its dispatch are the kernel family's
+//! ([`Family`](super::family::Family)), the buffers and the recording the pool's
+//! ([`pool`](super::pool)).
 //!
-//! * Pipelines are created once, in [`GpuEncoder::new`], for every kernel variant the two
-//!   programs use ([`plan_kernels`]).
-//! * Weights are uploaded once ([`WeightStore`]).
-//! * Activations live in a per-tower pool: one buffer per [`Act`], the pixel or token input,
-//!   the sequence table, the per-op uniform blocks and the readback buffer, sized for the
-//!   largest chunk seen and grown only when a larger one comes; the bind groups of all ops
-//!   are made with the pool and reused until it grows.
-//! * A batch is cut into chunks that fit the pool limits; each chunk is one command
-//!   encoder, one compute pass with all the ops, one copy of the embeddings, one submit.
+//! * Pipelines are created once, in [`GpuEncoder::with_options`], for every kernel variant the
+//!   two programs use; weights are uploaded once ([`WeightStore`]).
+//! * Activations live in a per-tower [`Pool`], sized for the largest chunk seen and grown only
+//!   when a larger one comes; the bind groups of all ops are made with the pool.
+//! * A batch is cut into chunks that fit the pool limits; each chunk is one command encoder,
+//!   one compute pass with all the ops, one copy of the embeddings, one submit.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Mutex;
 
-use super::attention::{self, AttentionKey};
 use super::context::Context;
-use super::embed::{self, EmbedKey};
-use super::matmul::{self, MatmulKey};
-use super::matmul_coop::{self, CoopKey, MatmulPath};
-use super::norm::{self, NormKey};
-use super::shader::{Binding, KernelKey};
+use super::family::Chunk;
+use super::matmul_coop::MatmulPath;
+use super::plan::{act_dt, plan_kernels_with};
+use super::pool::{ChunkInput, Pool, Resources};
+use super::selfcheck::choose_matmul;
+use super::shader::KernelKey;
+use super::types::{GpuError, Precision};
 use super::weights::WeightStore;
-use super::{Dt, GpuError, Precision};
-use crate::model::program::text_len;
-use crate::model::{Act, ClipConfig, Input, Op, PoolAt, Program, Rows, Seqs, Tower, Weights};
+use crate::model::{check_tokens, text_len, Act, ClipConfig, Input, Params, Program, Rows, Seqs, Tower, Weights};
 
-/// Storage of the per-token activations (the pooled rows and embeddings are always f32).
-pub fn token_dt(p: Precision) -> Dt {
-    match p {
-        Precision::F32 => Dt::F32,
-        Precision::F16 => Dt::F16,
-    }
-}
-
-fn act_dt(program: &Program, precision: Precision, a: Act) -> Dt {
-    match program.rows(a) {
-        Rows::Tokens => token_dt(precision),
-        Rows::Seqs => Dt::F32,
-    }
-}
-
-/// The kernel variant of every op of `program` (device independent: the shader tests
-/// validate exactly these), with the plain matmul.
-pub fn plan_kernels(program: &Program, precision: Precision, subgroup: bool) -> Vec<KernelKey> {
-    plan_kernels_with(program, precision, subgroup, false)
-}
-
-/// As [`plan_kernels`]; with `coop`, the linear layers on f16 token rows whose K is a multiple
-/// of 32 (all of CLIP's) run the cooperative-matrix matmul. Other linear layers (the f32
-/// pooled rows' projection) and the patch embedding keep the plain kernel.
-pub fn plan_kernels_with(program: &Program, precision: Precision, subgroup: bool, coop: bool) -> Vec<KernelKey> {
-    let wt = precision.weights();
-    let dt = |a: Act| act_dt(program, precision, a);
-    program
-        .ops
-        .iter()
-        .map(|op| match *op {
-            Op::PatchEmbed { out, .. } => KernelKey::Matmul(MatmulKey {
-                x: Dt::F32,
-                w: wt,
-                y: dt(out),
-                bias: true,
-                act: 0,
-                acc: false,
-                patch: true,
-            }),
-            Op::TokenEmbed { out, .. } => {
-                KernelKey::Embed(EmbedKey { pool: false, tokens: dt(out), table: wt, pooled: Dt::F32 })
-            }
-            Op::LayerNorm { x, out, .. } => {
-                KernelKey::Norm(NormKey { x: dt(x), y: dt(out), g: wt, inplace: x == out, subgroup, l2: false })
-            }
-            Op::Linear { x, lin, act, accumulate, out }
-                if coop && wt == Dt::F16 && dt(x) == Dt::F16 && matmul_coop::fits(0, lin.n_out, lin.n_in) =>
-            {
-                KernelKey::MatmulCoop(CoopKey {
-                    y: dt(out),
-                    bias: lin.bias.is_some(),
-                    act: matmul::act_code(act),
-                    acc: accumulate,
-                })
-            }
-            Op::Linear { x, lin, act, accumulate, out } => KernelKey::Matmul(MatmulKey {
-                x: dt(x),
-                w: wt,
-                y: dt(out),
-                bias: lin.bias.is_some(),
-                act: matmul::act_code(act),
-                acc: accumulate,
-                patch: false,
-            }),
-            Op::Attention { qkv, out, head_dim, causal, .. } => {
-                KernelKey::Attention(AttentionKey { qkv: dt(qkv), out: dt(out), hd4: (head_dim / 4) as u32, causal })
-            }
-            Op::Pool { x, out, .. } => {
-                KernelKey::Embed(EmbedKey { pool: true, tokens: dt(x), table: wt, pooled: dt(out) })
-            }
-            Op::L2Normalize { x } => {
-                KernelKey::Norm(NormKey { x: dt(x), y: dt(x), g: wt, inplace: true, subgroup, l2: true })
-            }
-        })
-        .collect()
-}
-
-/// Chunk limits. The pool also never exceeds the device's binding limit or 65535 rows.
+/// Chunk limits and kernel choices.
 #[derive(Debug, Clone)]
 pub struct GpuOptions {
     /// Most sequences (images or texts) per chunk.
@@ -116,11 +36,14 @@ pub struct GpuOptions {
     pub subgroups: bool,
     /// Which matmul kernel runs the linear layers (see [`MatmulPath`]).
     pub matmul: MatmulPath,
+    /// The largest storage binding to use, in bytes, if less than the device allows (tests
+    /// force a small one to exercise the splitting of large tables).
+    pub max_binding: Option<u64>,
 }
 
 impl Default for GpuOptions {
     fn default() -> Self {
-        GpuOptions { max_seqs: 256, max_tokens: 256 * 77, subgroups: true, matmul: MatmulPath::Auto }
+        GpuOptions { max_seqs: 256, max_tokens: 256 * 77, subgroups: true, matmul: MatmulPath::Auto, max_binding: None }
     }
 }
 
@@ -135,42 +58,7 @@ pub struct GpuStats {
     pub weight_bytes: u64,
 }
 
-#[derive(Default)]
-struct Counters {
-    buffers: AtomicUsize,
-    pipelines: AtomicUsize,
-    bind_groups: AtomicUsize,
-    submits: AtomicUsize,
-}
-
-/// A compute pipeline and its bind group layout.
-pub struct Kernel {
-    pub pipeline: wgpu::ComputePipeline,
-    pub layout: wgpu::BindGroupLayout,
-}
-
-const UNIFORM_STRIDE: u64 = 256;
-const UNIFORM_SIZE: u64 = 32;
 const MAX_ROWS: usize = 65535;
-
-/// One tower's activation pool and the bind groups made on it.
-struct Pool {
-    tokens: usize,
-    seqs: usize,
-    acts: HashMap<Act, wgpu::Buffer>,
-    input: wgpu::Buffer,
-    seqbuf: wgpu::Buffer,
-    uniforms: wgpu::Buffer,
-    readback: wgpu::Buffer,
-    bind_groups: Vec<wgpu::BindGroup>,
-}
-
-impl Pool {
-    fn bytes(&self) -> u64 {
-        let fixed = [&self.input, &self.seqbuf, &self.uniforms, &self.readback];
-        self.acts.values().chain(fixed).map(|b| b.size()).sum()
-    }
-}
 
 struct TowerExec {
     program: Program,
@@ -181,45 +69,61 @@ struct TowerExec {
 /// A model on one device: weights uploaded, pipelines created; [`encode`](Self::encode)
 /// runs a batch through one tower.
 pub struct GpuEncoder {
-    ctx: Context,
+    res: Resources,
     precision: Precision,
     cfg: ClipConfig,
     opts: GpuOptions,
-    weights: WeightStore,
-    kernels: HashMap<KernelKey, Kernel>,
-    dummy: wgpu::Buffer,
     vision: TowerExec,
     text: TowerExec,
-    counters: Counters,
     /// The linear layers run the cooperative-matrix kernel.
     coop: bool,
     /// Why the plain kernel runs (`None` when the coop one does).
     plain_reason: Option<String>,
 }
 
-fn align(v: u64, a: u64) -> u64 {
-    v.div_ceil(a) * a
-}
-
+/// What the kernels need of the model's shape: the vec4 kernels need widths that are
+/// multiples of 4. (Patch and image sizes are free: the patch kernel loads scalars.)
 fn check_model(cfg: &ClipConfig) -> Result<(), String> {
-    let v = &cfg.vision;
-    for (name, t) in [("vision", &v.tower), ("text", &cfg.text.tower)] {
+    for (name, t) in [("vision", &cfg.vision.tower), ("text", &cfg.text.tower)] {
         if !t.width.is_multiple_of(4) || !t.mlp.is_multiple_of(4) || !t.head_dim().is_multiple_of(4) {
             return Err(format!(
-                "{name} tower: width {}, MLP {} and head size {} must be multiples of 4",
+                "{name} tower: width {}, MLP {} and head size {} must be multiples of 4 (vec4 kernels)",
                 t.width,
                 t.mlp,
                 t.head_dim()
             ));
         }
     }
-    if !v.patch_size.is_multiple_of(4) || !v.image_size.is_multiple_of(4) {
-        return Err(format!("patch size {} and image size {} must be multiples of 4", v.patch_size, v.image_size));
-    }
     if !cfg.embed_dim.is_multiple_of(4) {
-        return Err(format!("projection size {} must be a multiple of 4", cfg.embed_dim));
+        return Err(format!("projection size {} must be a multiple of 4 (vec4 kernels)", cfg.embed_dim));
     }
     Ok(())
+}
+
+/// The device's largest binding, or less where the options say.
+fn max_binding(ctx: &Context, opts: &GpuOptions) -> u64 {
+    opts.max_binding.map_or(ctx.max_binding(), |m| m.min(ctx.max_binding()))
+}
+
+/// Uploads `params`, creates the pipelines of `keys` and checks every op of `programs` can be
+/// bound.
+fn resources(
+    ctx: &Context,
+    params: &Params,
+    precision: Precision,
+    opts: &GpuOptions,
+    towers: &[(&Program, &[KernelKey])],
+) -> Result<Resources, GpuError> {
+    let store = WeightStore::upload(ctx, params, precision.weights(), max_binding(ctx, opts))?;
+    let mut res = Resources::new(ctx, store);
+    for (program, keys) in towers {
+        res.check_bindings(program, keys, params)?;
+        res.add_kernels(keys)?;
+    }
+    if let Some(e) = ctx.take_error() {
+        return Err(e);
+    }
+    Ok(res)
 }
 
 impl GpuEncoder {
@@ -246,54 +150,17 @@ impl GpuEncoder {
         if precision == Precision::F16 && !ctx.has_f16() {
             return Err(GpuError::Unsupported(format!("f16 precision: {} lacks SHADER_F16", ctx.report.name)));
         }
-        let ctx = ctx.clone();
-        let counters = Counters::default();
         let subgroup = ctx.has_subgroup() && opts.subgroups;
-        let (coop, plain_reason) = choose_matmul(&ctx, precision, opts.matmul)?;
+        let (coop, plain_reason) = choose_matmul(ctx, precision, opts.matmul)?;
         let make = |tower| {
             let program = Program::new(tower, cfg, weights);
             let keys = plan_kernels_with(&program, precision, subgroup, coop);
             TowerExec { program, keys, pool: Mutex::new(None) }
         };
         let (vision, text) = (make(Tower::Vision), make(Tower::Text));
-        let store = WeightStore::upload(&ctx, &weights.params, precision.weights())?;
-        counters.buffers.fetch_add(store.buffers.len(), Relaxed);
-
-        let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let mut kernels = HashMap::new();
-        for key in vision.keys.iter().chain(&text.keys) {
-            if !kernels.contains_key(key) {
-                kernels.insert(*key, create_kernel(&ctx.device, key));
-                counters.pipelines.fetch_add(1, Relaxed);
-            }
-        }
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(GpuError::Backend(format!("creating the pipelines: {e}")));
-        }
-        let dummy = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("clip-wgpu dummy"),
-            size: 256,
-            usage: wgpu::BufferUsages::STORAGE,
-            mapped_at_creation: false,
-        });
-        counters.buffers.fetch_add(1, Relaxed);
-        if let Some(e) = ctx.take_error() {
-            return Err(e);
-        }
-        Ok(GpuEncoder {
-            ctx,
-            precision,
-            cfg: cfg.clone(),
-            opts,
-            weights: store,
-            kernels,
-            dummy,
-            vision,
-            text,
-            counters,
-            coop,
-            plain_reason,
-        })
+        let towers = [(&vision.program, &vision.keys[..]), (&text.program, &text.keys[..])];
+        let res = resources(ctx, &weights.params, precision, &opts, &towers)?;
+        Ok(GpuEncoder { res, precision, cfg: cfg.clone(), opts, vision, text, coop, plain_reason })
     }
 
     /// The linear layers run on cooperative matrices (tensor cores).
@@ -313,7 +180,7 @@ impl GpuEncoder {
         self.precision
     }
     pub fn context(&self) -> &Context {
-        &self.ctx
+        &self.res.ctx
     }
     pub fn config(&self) -> &ClipConfig {
         &self.cfg
@@ -321,15 +188,21 @@ impl GpuEncoder {
     pub fn program(&self, tower: Tower) -> &Program {
         &self.tower(tower).program
     }
+    /// The kernel variant of each op of a tower's program.
+    pub fn kernels(&self, tower: Tower) -> &[KernelKey] {
+        &self.tower(tower).keys
+    }
 
     pub fn stats(&self) -> GpuStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &self.res.counters;
         GpuStats {
-            buffers_created: self.counters.buffers.load(Relaxed),
-            pipelines_created: self.counters.pipelines.load(Relaxed),
-            bind_groups_created: self.counters.bind_groups.load(Relaxed),
-            submits: self.counters.submits.load(Relaxed),
-            weight_buffers: self.weights.buffers.len(),
-            weight_bytes: self.weights.bytes,
+            buffers_created: c.buffers.load(Relaxed),
+            pipelines_created: c.pipelines.load(Relaxed),
+            bind_groups_created: c.bind_groups.load(Relaxed),
+            submits: c.submits.load(Relaxed),
+            weight_buffers: self.res.weights.buffers.len(),
+            weight_bytes: self.res.weights.bytes,
         }
     }
 
@@ -353,7 +226,7 @@ impl GpuEncoder {
     /// Most token rows and sequences one chunk of `tower` may hold on this device.
     pub fn chunk_limits(&self, tower: Tower) -> (usize, usize) {
         let te = self.tower(tower);
-        let maxb = self.ctx.max_binding().min(1 << 30) as usize;
+        let maxb = max_binding(&self.res.ctx, &self.opts).min(1 << 30) as usize;
         let mut tokens = self.opts.max_tokens.min(MAX_ROWS);
         let mut seqs = self.opts.max_seqs.min(MAX_ROWS);
         for &(a, w, rows) in &te.program.widths {
@@ -376,7 +249,7 @@ impl GpuEncoder {
     /// The L2-normalised embeddings of a batch, `[n, embed_dim]`, exactly like
     /// [`cpu::run`](crate::cpu::run) with this tower's program.
     pub fn encode(&self, tower: Tower, input: &Input) -> Result<Vec<f32>, GpuError> {
-        if let Some(e) = self.ctx.take_error() {
+        if let Some(e) = self.res.ctx.take_error() {
             return Err(e);
         }
         let (max_tokens, max_seqs) = self.chunk_limits(tower);
@@ -405,22 +278,7 @@ impl GpuEncoder {
                 }
             }
             (Tower::Text, Input::Tokens(texts)) => {
-                let t = &self.cfg.text;
-                for (i, ids) in texts.iter().enumerate() {
-                    if ids.is_empty() || ids.len() > t.context_length {
-                        return Err(GpuError::InvalidInput(format!(
-                            "text {i} has {} tokens (1 to {} allowed)",
-                            ids.len(),
-                            t.context_length
-                        )));
-                    }
-                    if let Some(&bad) = ids.iter().find(|&&id| id as usize >= t.vocab_size) {
-                        return Err(GpuError::InvalidInput(format!(
-                            "text {i}: token id {bad} ≥ vocabulary {}",
-                            t.vocab_size
-                        )));
-                    }
-                }
+                check_tokens(texts, &self.cfg.text).map_err(GpuError::InvalidInput)?;
                 // Only the positions up to the pooled (first highest-id) token are computed:
                 // the same ragged layout as the CPU engine (`Seqs::of`).
                 let lens: Vec<usize> = texts.iter().map(|t| text_len(t)).collect();
@@ -443,9 +301,17 @@ impl GpuEncoder {
         Ok(out)
     }
 
+    fn input_bytes(&self, tower: Tower, tokens: usize, seqs: usize) -> u64 {
+        let s = self.cfg.vision.image_size;
+        match tower {
+            Tower::Vision => (seqs * 3 * s * s * 4) as u64,
+            Tower::Text => (tokens * 8) as u64,
+        }
+    }
+
     fn run_chunk(&self, tower: Tower, seqs: &Seqs, input: &ChunkInput) -> Result<Vec<f32>, GpuError> {
         let te = self.tower(tower);
-        let dev = &self.ctx.device;
+        let dev = &self.res.ctx.device;
         let oom = dev.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let val = dev.push_error_scope(wgpu::ErrorFilter::Validation);
 
@@ -463,12 +329,26 @@ impl GpuEncoder {
                 Some(p) => (p.tokens.max(seqs.tokens()), p.seqs.max(seqs.count())),
                 None => (seqs.tokens(), seqs.count()),
             };
+            let (t, s) = (round(t, max_tokens), round(s, max_seqs));
             *guard = None; // free the old pool first
-            *guard = Some(self.make_pool(te, tower, round(t, max_tokens), round(s, max_seqs)));
+            let program = &te.program;
+            *guard = Some(Pool::new(
+                &self.res,
+                program,
+                &te.keys,
+                |a| act_dt(program, self.precision, a),
+                (t, s),
+                self.input_bytes(tower, t, s),
+                (s * program.embed_dim * 4) as u64,
+            ));
         }
         let pool = guard.as_ref().unwrap();
         let (pool_bytes, slots) = (pool.bytes(), pool.seqs);
-        let result = self.record_and_run(te, pool, seqs, input);
+        let part_rows = |id: crate::model::ParamId| self.res.weights.part_rows[id.0];
+        let chunk = Chunk { program: &te.program, seqs, vision: &self.cfg.vision, part_rows: &part_rows };
+        let result = pool
+            .run(&self.res, &te.keys, &chunk, input, &[], &[te.program.output])
+            .map(|mut v| v.pop().unwrap_or_default());
         let val_err = pollster::block_on(val.pop()).map(|e| GpuError::Backend(e.to_string()));
         let oom_err = pollster::block_on(oom.pop()).map(|e| {
             let what = if tower == Tower::Vision { "images" } else { "texts" };
@@ -478,7 +358,7 @@ impl GpuEncoder {
                 pool_bytes as f64 / (1 << 20) as f64
             ))
         });
-        let result = match oom_err.or(val_err).or_else(|| self.ctx.take_error()) {
+        let result = match oom_err.or(val_err).or_else(|| self.res.ctx.take_error()) {
             Some(e) => Err(e),
             None => result,
         };
@@ -491,490 +371,47 @@ impl GpuEncoder {
         }
         result
     }
-
-    /// Writes a chunk's inputs and parameters, records every op into one command encoder,
-    /// submits it and reads the embeddings back.
-    fn record_and_run(
-        &self,
-        te: &TowerExec,
-        pool: &Pool,
-        seqs: &Seqs,
-        input: &ChunkInput,
-    ) -> Result<Vec<f32>, GpuError> {
-        let program = &te.program;
-        let dev = &self.ctx.device;
-        let queue = &self.ctx.queue;
-        // Inputs, sequence table and the per-op parameters.
-        match input {
-            ChunkInput::Pixels(px) => queue.write_buffer(&pool.input, 0, bytemuck::cast_slice(px)),
-            ChunkInput::Tokens(texts) => {
-                let tok: Vec<u32> = texts
-                    .iter()
-                    .zip(&seqs.lens)
-                    .flat_map(|(ids, &len)| ids[..len].iter().enumerate().flat_map(|(j, &id)| [id, j as u32]))
-                    .collect();
-                queue.write_buffer(&pool.input, 0, bytemuck::cast_slice(&tok));
-            }
-        }
-        let table: Vec<u32> = seqs.offsets.iter().zip(&seqs.lens).flat_map(|(&o, &l)| [o as u32, l as u32]).collect();
-        queue.write_buffer(&pool.seqbuf, 0, bytemuck::cast_slice(&table));
-        let launches: Vec<([u32; 8], [u32; 3])> =
-            program.ops.iter().zip(&te.keys).map(|(op, key)| self.launch(program, op, key, seqs)).collect();
-        let mut uni = vec![0u8; program.ops.len() * UNIFORM_STRIDE as usize];
-        for (i, (p, _)) in launches.iter().enumerate() {
-            let o = i * UNIFORM_STRIDE as usize;
-            uni[o..o + 32].copy_from_slice(bytemuck::cast_slice(p));
-        }
-        queue.write_buffer(&pool.uniforms, 0, &uni);
-
-        let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("clip-wgpu batch") });
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("clip-wgpu tower"),
-                timestamp_writes: None,
-            });
-            for (i, ((_, d), key)) in launches.iter().zip(&te.keys).enumerate() {
-                if d.contains(&0) {
-                    continue;
-                }
-                pass.set_pipeline(&self.kernels[key].pipeline);
-                pass.set_bind_group(0, &pool.bind_groups[i], &[]);
-                pass.dispatch_workgroups(d[0], d[1], d[2]);
-            }
-        }
-        let bytes = (seqs.count() * program.embed_dim * 4) as u64;
-        enc.copy_buffer_to_buffer(&pool.acts[&program.output], 0, &pool.readback, 0, bytes);
-        queue.submit([enc.finish()]);
-        self.counters.submits.fetch_add(1, Relaxed);
-
-        let (tx, rx) = std::sync::mpsc::channel();
-        let slice = pool.readback.slice(0..bytes);
-        slice.map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        dev.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError::DeviceLost(e.to_string()))?;
-        if let Some(e) = self.ctx.take_error() {
-            return Err(e);
-        }
-        match rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(GpuError::Backend(format!("reading the embeddings back: {e}"))),
-            Err(_) => return Err(GpuError::Backend("the readback never completed".into())),
-        }
-        let out: Vec<f32> = {
-            let view = slice.get_mapped_range().map_err(|e| GpuError::Backend(e.to_string()))?;
-            view.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
-        };
-        pool.readback.unmap();
-        Ok(out)
-    }
-
-    /// Uniform parameters and dispatch shape of one op on a chunk.
-    fn launch(&self, program: &Program, op: &Op, key: &KernelKey, seqs: &Seqs) -> ([u32; 8], [u32; 3]) {
-        let rows = |a: Act| match program.rows(a) {
-            Rows::Tokens => seqs.tokens(),
-            Rows::Seqs => seqs.count(),
-        };
-        match *op {
-            Op::PatchEmbed { patch, .. } => {
-                let v = &self.cfg.vision;
-                let p = matmul::patch_params(seqs.count(), patch.n_out, v.image_size, v.patch_size);
-                (p, matmul::dispatch(seqs.count() * v.tokens(), patch.n_out))
-            }
-            Op::TokenEmbed { out, .. } => embed::token_params(seqs.tokens(), program.width(out)),
-            Op::LayerNorm { x, eps, .. } => (norm::params(program.width(x), rows(x), eps), norm::dispatch(rows(x))),
-            Op::Linear { x, lin, .. } if matches!(key, KernelKey::MatmulCoop(_)) => {
-                (matmul_coop::params(rows(x), lin.n_out, lin.n_in), matmul_coop::dispatch(rows(x), lin.n_out))
-            }
-            Op::Linear { x, lin, .. } => {
-                (matmul::params(rows(x), lin.n_out, lin.n_in), matmul::dispatch(rows(x), lin.n_out))
-            }
-            Op::Attention { out, heads, head_dim, .. } => {
-                (attention::params(program.width(out), heads, head_dim), attention::dispatch(heads, seqs.count()))
-            }
-            Op::Pool { x, at, .. } => embed::pool_params(seqs.count(), program.width(x), at == PoolAt::Last),
-            Op::L2Normalize { x } => (norm::params(program.width(x), rows(x), 0.0), norm::dispatch(rows(x))),
-        }
-    }
-
-    fn buffer(&self, label: &str, size: u64, usage: wgpu::BufferUsages) -> wgpu::Buffer {
-        self.counters.buffers.fetch_add(1, Relaxed);
-        self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(label),
-            size: align(size.max(16), 16),
-            usage,
-            mapped_at_creation: false,
-        })
-    }
-
-    fn make_pool(&self, te: &TowerExec, tower: Tower, tokens: usize, seqs: usize) -> Pool {
-        use wgpu::BufferUsages as U;
-        let program = &te.program;
-        let acts: HashMap<Act, wgpu::Buffer> = program
-            .widths
-            .iter()
-            .map(|&(a, w, rows)| {
-                let r = match rows {
-                    Rows::Tokens => tokens,
-                    Rows::Seqs => seqs,
-                };
-                let size = (r * w) as u64 * act_dt(program, self.precision, a).size();
-                (a, self.buffer(&format!("clip-wgpu {a:?}"), size, U::STORAGE | U::COPY_SRC | U::COPY_DST))
-            })
-            .collect();
-        let input_size = match tower {
-            Tower::Vision => (seqs * 3 * self.cfg.vision.image_size * self.cfg.vision.image_size * 4) as u64,
-            Tower::Text => (tokens * 8) as u64,
-        };
-        let input = self.buffer("clip-wgpu input", input_size, U::STORAGE | U::COPY_DST);
-        let seqbuf = self.buffer("clip-wgpu seqs", (seqs * 8) as u64, U::STORAGE | U::COPY_DST);
-        let uniforms =
-            self.buffer("clip-wgpu params", program.ops.len() as u64 * UNIFORM_STRIDE, U::UNIFORM | U::COPY_DST);
-        let readback =
-            self.buffer("clip-wgpu readback", (seqs * program.embed_dim * 4) as u64, U::MAP_READ | U::COPY_DST);
-        let mut pool = Pool { tokens, seqs, acts, input, seqbuf, uniforms, readback, bind_groups: Vec::new() };
-        pool.bind_groups = program
-            .ops
-            .iter()
-            .zip(&te.keys)
-            .enumerate()
-            .map(|(i, (op, key))| self.bind_group(&pool, i, op, key))
-            .collect();
-        pool
-    }
-
-    fn bind_group(&self, pool: &Pool, i: usize, op: &Op, key: &KernelKey) -> wgpu::BindGroup {
-        let act = |a: Act| pool.acts[&a].as_entire_binding();
-        let w = |id| self.weights.binding(id);
-        let dummy = || self.dummy.as_entire_binding();
-        let res: Vec<(u32, wgpu::BindingResource)> = match *op {
-            Op::PatchEmbed { patch, class, pos, out } => {
-                vec![
-                    (1, pool.input.as_entire_binding()),
-                    (2, w(patch.weight)),
-                    (3, w(pos)),
-                    (4, act(out)),
-                    (5, w(class)),
-                ]
-            }
-            Op::TokenEmbed { table, pos, out } => {
-                vec![(1, act(out)), (2, w(table)), (3, w(pos)), (4, pool.input.as_entire_binding())]
-            }
-            Op::LayerNorm { x, ln, out, .. } => {
-                let mut r = vec![(1, act(out))];
-                if x != out {
-                    r.push((2, act(x)));
-                }
-                r.push((3, w(ln.gamma)));
-                r.push((4, w(ln.beta)));
-                r
-            }
-            Op::Linear { x, lin, out, .. } => {
-                vec![(1, act(x)), (2, w(lin.weight)), (3, lin.bias.map(w).unwrap_or_else(dummy)), (4, act(out))]
-            }
-            Op::Attention { qkv, out, .. } => vec![(1, act(qkv)), (2, pool.seqbuf.as_entire_binding()), (3, act(out))],
-            Op::Pool { x, out, .. } => vec![(5, act(out)), (6, act(x)), (7, pool.seqbuf.as_entire_binding())],
-            Op::L2Normalize { x } => vec![(1, act(x))],
-        };
-        let mut entries = vec![wgpu::BindGroupEntry {
-            binding: 0,
-            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer: &pool.uniforms,
-                offset: i as u64 * UNIFORM_STRIDE,
-                size: std::num::NonZeroU64::new(UNIFORM_SIZE),
-            }),
-        }];
-        entries.extend(res.into_iter().map(|(binding, resource)| wgpu::BindGroupEntry { binding, resource }));
-        debug_assert_eq!(entries.len(), key.bindings().len(), "{}", key.name());
-        self.counters.bind_groups.fetch_add(1, Relaxed);
-        self.ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(&key.name()),
-            layout: &self.kernels[key].layout,
-            entries: &entries,
-        })
-    }
 }
 
-enum ChunkInput<'a> {
-    Pixels(&'a [f32]),
-    Tokens(&'a [Vec<u32>]),
-}
-
-/// Creates the pipeline of one kernel variant (also used by benches/gpu_kernels.rs).
-pub fn create_kernel(device: &wgpu::Device, key: &KernelKey) -> Kernel {
-    let name = key.name();
-    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-        label: Some(&name),
-        source: wgpu::ShaderSource::Wgsl(key.source().into()),
-    });
-    let entries: Vec<wgpu::BindGroupLayoutEntry> = key
-        .bindings()
-        .into_iter()
-        .map(|(binding, b)| wgpu::BindGroupLayoutEntry {
-            binding,
-            visibility: wgpu::ShaderStages::COMPUTE,
-            ty: wgpu::BindingType::Buffer {
-                ty: match b {
-                    Binding::Uniform => wgpu::BufferBindingType::Uniform,
-                    Binding::Read => wgpu::BufferBindingType::Storage { read_only: true },
-                    Binding::ReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
-                },
-                has_dynamic_offset: false,
-                min_binding_size: None,
-            },
-            count: None,
-        })
-        .collect();
-    let layout =
-        device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(&name), entries: &entries });
-    let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-        label: Some(&name),
-        bind_group_layouts: &[Some(&layout)],
-        immediate_size: 0,
-    });
-    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-        label: Some(&name),
-        layout: Some(&pl),
-        module: &module,
-        entry_point: Some(key.entry()),
-        compilation_options: Default::default(),
-        cache: None,
-    });
-    Kernel { pipeline, layout }
-}
-
-/// Decides the matmul path: `(coop, why not)`. Forcing `coop` where it cannot run is an
-/// error; under `auto` the plain kernel runs and the reason is kept for `info` and notices.
-fn choose_matmul(ctx: &Context, precision: Precision, path: MatmulPath) -> Result<(bool, Option<String>), GpuError> {
-    let why_not = if path == MatmulPath::Plain {
-        Some("--gpu-matmul plain".to_string())
-    } else if precision != Precision::F16 {
-        Some(format!("the cooperative-matrix kernel needs f16 precision, not {precision}"))
-    } else if let Some(why) = matmul_coop::unavailable(&ctx.report) {
-        Some(why)
-    } else if !ctx.has_coop() {
-        Some("the device was opened without EXPERIMENTAL_COOPERATIVE_MATRIX".into())
-    } else {
-        // Never run on hardware before this: check it against an f64 reference on a separate
-        // device before trusting it with the model.
-        let checked = ctx.reopen().map_err(|e| e.to_string()).and_then(|probe| {
-            for key in SELF_CHECK_KEYS {
-                check_matmul(
-                    &probe,
-                    &KernelKey::MatmulCoop(key),
-                    epilogue_of(&KernelKey::MatmulCoop(key)),
-                    SELF_CHECK_SHAPE,
-                )?;
-            }
-            Ok(())
-        });
-        checked.err().map(|e| format!("the cooperative-matrix kernel failed its self-check: {e}"))
-    };
-    match (why_not, path) {
-        (None, _) => Ok((true, None)),
-        (Some(why), MatmulPath::Coop) => {
-            Err(GpuError::Unsupported(format!("--gpu-matmul coop on {}: {why}", ctx.report.name)))
-        }
-        (Some(why), _) => {
-            if why.contains("self-check") {
-                eprintln!("clip-wgpu: warning: {why}; using the plain matmul");
-            }
-            Ok((false, Some(why)))
-        }
-    }
-}
-
-/// The epilogues the self-check runs: QKV (bias), MLP up (bias + QuickGELU), residual
-/// projections (bias + accumulate), all with f16 output as the towers use them.
-const SELF_CHECK_KEYS: [CoopKey; 3] = [
-    CoopKey { y: Dt::F16, bias: true, act: 1, acc: false },
-    CoopKey { y: Dt::F16, bias: true, act: 0, acc: false },
-    CoopKey { y: Dt::F16, bias: true, act: 0, acc: true },
-];
-/// m × n × k of the self-check: ragged in M and N (bounds handling), 24 K steps (double
-/// buffering).
-pub const SELF_CHECK_SHAPE: (usize, usize, usize) = (130, 264, 768);
-
-/// What a matmul kernel's epilogue does (for [`check_matmul`]'s reference).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Epilogue {
-    pub bias: bool,
-    /// 0 none, 1 QuickGELU, 2 GELU.
-    pub act: u32,
-    pub acc: bool,
-}
-
-/// The epilogue a (non-patch) matmul key computes.
-pub fn epilogue_of(key: &KernelKey) -> Epilogue {
-    match *key {
-        KernelKey::Matmul(k) => Epilogue { bias: k.bias, act: k.act, acc: k.acc },
-        KernelKey::MatmulCoop(k) => Epilogue { bias: k.bias, act: k.act, acc: k.acc },
-        _ => Epilogue { bias: false, act: 0, acc: false },
-    }
-}
-
-/// Runs one matmul variant (`Matmul` without PATCH with f16 X and W, or `MatmulCoop`) once on
-/// `ctx` with deterministic inputs of shape `(m, n, k)`, and compares Y with an f64 reference
-/// of the same f16 inputs and the epilogue `expect`. Returns the largest error relative to
-/// `1 + |reference|`, or why it failed (pipeline or device error, or a mismatch beyond
-/// 5e-3, about 5 f16 ulps at 1).
-pub fn check_matmul(
+/// Runs any `program` (a few ops built by a test, or a tower's) once on the GPU, on one
+/// chunk: the parameters uploaded, the kernels planned and created, the activations of `init`
+/// written first (f32, converted to their storage type); returns the activations of `read`
+/// (as f32). The per-kernel tests compare this with [`cpu::run_op`](crate::cpu::run_op).
+#[allow(clippy::too_many_arguments)]
+pub fn run_program(
     ctx: &Context,
-    key: &KernelKey,
-    expect: Epilogue,
-    shape: (usize, usize, usize),
-) -> Result<f32, String> {
-    use half::f16;
-    use wgpu::util::DeviceExt;
-    let (m, n, k) = shape;
-    let y_dt = match *key {
-        KernelKey::Matmul(mk) if !mk.patch && mk.x == Dt::F16 && mk.w == Dt::F16 => mk.y,
-        KernelKey::MatmulCoop(ck) => ck.y,
-        _ => return Err(format!("{}: not an f16 linear-layer kernel", key.name())),
+    cfg: &ClipConfig,
+    params: &Params,
+    program: &Program,
+    precision: Precision,
+    opts: &GpuOptions,
+    input: &Input,
+    init: &[(Act, &[f32])],
+    read: &[Act],
+) -> Result<(Vec<KernelKey>, Vec<Vec<f32>>), GpuError> {
+    let keys = plan_kernels_with(program, precision, ctx.has_subgroup() && opts.subgroups, false);
+    let res = resources(ctx, params, precision, opts, &[(program, &keys[..])])?;
+    let seqs = Seqs::of(input, cfg);
+    let (chunk_input, input_bytes) = match input {
+        Input::Pixels { data, .. } => (ChunkInput::Pixels(data), data.len() as u64 * 4),
+        Input::Tokens(t) => (ChunkInput::Tokens(t), seqs.tokens() as u64 * 8),
     };
-    if !k.is_multiple_of(4) || m == 0 || n == 0 {
-        return Err(format!("bad shape {m}×{n}×{k}"));
-    }
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    let mut rnd = |scale: f32| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        f16::from_f32(((seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale)
-    };
-    let wscale = 2.0 / (k as f32).sqrt();
-    let x: Vec<f16> = (0..m * k).map(|_| rnd(1.0)).collect();
-    let w: Vec<f16> = (0..n * k).map(|_| rnd(wscale)).collect();
-    let b: Vec<f16> = (0..n.max(2)).map(|_| rnd(0.5)).collect();
-    let y0: Vec<f16> = (0..m * n).map(|_| rnd(1.0)).collect();
-    let reference: Vec<f64> = (0..m * n)
-        .map(|i| {
-            let (r, c) = (i / n, i % n);
-            let mut v: f64 = (0..k).map(|j| x[r * k + j].to_f64() * w[c * k + j].to_f64()).sum();
-            if expect.bias {
-                v += b[c].to_f64();
-            }
-            v = match expect.act {
-                1 => v / (1.0 + (-1.702 * v).exp()),
-                2 => 0.5 * v * (1.0 + erf(v / std::f64::consts::SQRT_2)),
-                _ => v,
-            };
-            if expect.acc {
-                v += y0[i].to_f64();
-            }
-            v
-        })
-        .collect();
-
     let dev = &ctx.device;
     let val = dev.push_error_scope(wgpu::ErrorFilter::Validation);
-    let internal = dev.push_error_scope(wgpu::ErrorFilter::Internal);
-    let kernel = create_kernel(dev, key);
-    use wgpu::BufferUsages as U;
-    let init = |label: &str, contents: &[u8], usage| {
-        dev.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents, usage })
-    };
-    let params = match key {
-        KernelKey::MatmulCoop(_) => matmul_coop::params(m, n, k),
-        _ => matmul::params(m, n, k),
-    };
-    let ubuf = init("self-check params", bytemuck::cast_slice(&params), U::UNIFORM);
-    let xbuf = init("self-check x", bytemuck::cast_slice(&x), U::STORAGE);
-    let wbuf = init("self-check w", bytemuck::cast_slice(&w), U::STORAGE);
-    let bbuf = init("self-check bias", bytemuck::cast_slice(&b), U::STORAGE);
-    let ybytes: Vec<u8> = match y_dt {
-        Dt::F16 => bytemuck::cast_slice(&y0).to_vec(),
-        Dt::F32 => y0.iter().flat_map(|v| v.to_f32().to_le_bytes()).collect(),
-    };
-    let ybuf = init("self-check y", &ybytes, U::STORAGE | U::COPY_SRC);
-    let read = dev.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("self-check readback"),
-        size: ybytes.len() as u64,
-        usage: U::MAP_READ | U::COPY_DST,
-        mapped_at_creation: false,
-    });
-    let bg = dev.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: Some("self-check"),
-        layout: &kernel.layout,
-        entries: &[
-            wgpu::BindGroupEntry { binding: 0, resource: ubuf.as_entire_binding() },
-            wgpu::BindGroupEntry { binding: 1, resource: xbuf.as_entire_binding() },
-            wgpu::BindGroupEntry { binding: 2, resource: wbuf.as_entire_binding() },
-            wgpu::BindGroupEntry { binding: 3, resource: bbuf.as_entire_binding() },
-            wgpu::BindGroupEntry { binding: 4, resource: ybuf.as_entire_binding() },
-        ],
-    });
-    let d = match key {
-        KernelKey::MatmulCoop(_) => matmul_coop::dispatch(m, n),
-        _ => matmul::dispatch(m, n),
-    };
-    let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("self-check") });
-    {
-        let mut pass =
-            enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("self-check"), timestamp_writes: None });
-        pass.set_pipeline(&kernel.pipeline);
-        pass.set_bind_group(0, &bg, &[]);
-        pass.dispatch_workgroups(d[0], d[1], d[2]);
+    let pool = Pool::new(
+        &res,
+        program,
+        &keys,
+        |a| act_dt(program, precision, a),
+        (seqs.tokens(), seqs.count()),
+        input_bytes,
+        16,
+    );
+    let part_rows = |id: crate::model::ParamId| res.weights.part_rows[id.0];
+    let chunk = Chunk { program, seqs: &seqs, vision: &cfg.vision, part_rows: &part_rows };
+    let out = pool.run(&res, &keys, &chunk, &chunk_input, init, read);
+    if let Some(e) = pollster::block_on(val.pop()) {
+        return Err(GpuError::Backend(e.to_string()));
     }
-    enc.copy_buffer_to_buffer(&ybuf, 0, &read, 0, ybytes.len() as u64);
-    let errors = [pollster::block_on(internal.pop()), pollster::block_on(val.pop())];
-    if let Some(e) = errors.into_iter().flatten().next() {
-        return Err(format!("{}: {e}", key.name()));
-    }
-    ctx.queue.submit([enc.finish()]);
-    let (tx, rx) = std::sync::mpsc::channel();
-    read.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-        let _ = tx.send(r);
-    });
-    dev.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| format!("{}: {e}", key.name()))?;
-    if let Some(e) = ctx.take_error() {
-        return Err(format!("{}: {e}", key.name()));
-    }
-    match rx.recv() {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(format!("{}: readback: {e}", key.name())),
-        Err(_) => return Err(format!("{}: the readback never completed", key.name())),
-    }
-    let got: Vec<f64> = {
-        let view = read.slice(..).get_mapped_range().map_err(|e| e.to_string())?;
-        match y_dt {
-            Dt::F16 => view.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f64()).collect(),
-            Dt::F32 => view.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64).collect(),
-        }
-    };
-    read.unmap();
-    let mut worst = (0.0f64, 0usize);
-    for (i, (&g, &r)) in got.iter().zip(&reference).enumerate() {
-        let e = (g - r).abs() / (1.0 + r.abs());
-        let e = if e.is_nan() { f64::INFINITY } else { e };
-        if e > worst.0 {
-            worst = (e, i);
-        }
-    }
-    if worst.0 > 5e-3 {
-        let i = worst.1;
-        return Err(format!(
-            "{}: {m}×{n}×{k}: Y[{}, {}] = {} where the reference is {} (relative error {:.2e})",
-            key.name(),
-            i / n,
-            i % n,
-            got[i],
-            reference[i],
-            worst.0
-        ));
-    }
-    Ok(worst.0 as f32)
-}
-
-/// erf by Abramowitz & Stegun 7.1.26 in f64 (the reference of GELU; |error| ≤ 1.5e-7).
-fn erf(x: f64) -> f64 {
-    let z = x.abs();
-    let t = 1.0 / (1.0 + 0.3275911 * z);
-    let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
-    let e = 1.0 - poly * (-z * z).exp();
-    if x < 0.0 {
-        -e
-    } else {
-        e
-    }
+    out.map(|v| (keys, v))
 }

@@ -1,23 +1,24 @@
 //! The cooperative-matrix (tensor core) matmul (`shaders/matmul_coop.wgsl`): the same
-//! `Y (+)= act(X·Wᵀ + b)` and bindings as [`matmul`](super::matmul) without PATCH, on 16×16×16
+//! `Y (+)= act(X·Wᵀ + b)` and bindings as [`matmul`], on 16×16×16
 //! f16 cooperative matrices with f32 accumulation, 128×128 blocks staged through workgroup
 //! memory. Used only for f16 token rows, on adapters that offer the configuration, after a
-//! self-check (see [`executor`](super::executor)); unrun on hardware so far.
+//! self-check (see [`selfcheck`](super::selfcheck)); unrun on hardware so far.
 
-use super::context::AdapterReport;
-use super::shader::{generate, Binding, Header, MATMUL_COOP_WGSL};
-use super::Dt;
+use super::family::{Chunk, Family, Res};
+use super::matmul::{self, linear_resources, linear_shape, MatmulParams};
+use super::types::{AdapterReport, Dt};
+use super::wgsl::{epilogue_suffix, Header, Slot};
+use crate::model::{Epilogue, Op};
+
+/// The shader source.
+pub const WGSL: &str = include_str!("../../shaders/matmul_coop.wgsl");
 
 /// One cooperative-matrix matmul variant. X and W are f16.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CoopKey {
     /// Storage of Y (f16 for token rows; f32 allowed).
     pub y: Dt,
-    pub bias: bool,
-    /// 0 none, 1 QuickGELU, 2 GELU.
-    pub act: u32,
-    /// `Y += …`.
-    pub acc: bool,
+    pub epi: Epilogue,
 }
 
 /// Output block of one workgroup (rows, columns).
@@ -33,56 +34,47 @@ pub const SUBGROUP: u32 = 32;
 pub const WORKGROUP_BYTES: u32 = 2 * 2 * 128 * 40 * 2 + 8 * 256 * 4;
 
 impl CoopKey {
-    pub fn name(&self) -> String {
-        format!(
-            "matmul_coop_f16xf16_{}{}{}{}",
-            self.y.wgsl(),
-            if self.bias { "_bias" } else { "" },
-            ["", "_quickgelu", "_gelu"][self.act as usize],
-            if self.acc { "_acc" } else { "" },
-        )
+    /// Every variant (both output types, every epilogue).
+    pub fn all() -> Vec<CoopKey> {
+        [Dt::F16, Dt::F32]
+            .into_iter()
+            .flat_map(|y| Epilogue::all().into_iter().map(move |epi| CoopKey { y, epi }))
+            .collect()
     }
+}
 
-    pub fn source(&self) -> String {
-        let h = Header::default()
+impl Family for CoopKey {
+    /// The same uniform block and bindings as the plain matmul.
+    type Params = MatmulParams;
+    const FILE: &'static str = "matmul_coop.wgsl";
+    const WGSL: &'static str = WGSL;
+
+    fn name(&self) -> String {
+        format!("matmul_coop_f16xf16_{}{}", self.y.wgsl(), epilogue_suffix(self.epi))
+    }
+    fn header(&self) -> Header {
+        Header::default()
             .enable("wgpu_cooperative_matrix")
             .alias("XT", Dt::F16)
             .alias("WT", Dt::F16)
             .alias("YT", self.y)
-            .constant("HAS_BIAS", self.bias)
-            .constant("ACT", format!("{}u", self.act))
-            .constant("ACCUMULATE", self.acc);
-        generate(MATMUL_COOP_WGSL, &h)
+            .epilogue(self.epi)
     }
-
-    pub fn bindings(&self) -> Vec<(u32, Binding)> {
-        vec![(0, Binding::Uniform), (1, Binding::Read), (2, Binding::Read), (3, Binding::Read), (4, Binding::ReadWrite)]
+    fn slots(&self) -> Vec<Slot> {
+        matmul::SLOTS.to_vec()
     }
-
-    /// Every variant (both output types, every epilogue).
-    pub fn all() -> Vec<CoopKey> {
-        let mut v = Vec::new();
-        for y in [Dt::F16, Dt::F32] {
-            for bias in [false, true] {
-                for act in 0..3 {
-                    for acc in [false, true] {
-                        v.push(CoopKey { y, bias, act, acc });
-                    }
-                }
-            }
-        }
-        v
+    fn resources(&self, op: &Op) -> Vec<Res> {
+        linear_resources("matmul_coop", op)
+    }
+    fn launch(&self, op: &Op, chunk: &Chunk) -> (MatmulParams, [u32; 3]) {
+        let (m, n, k) = linear_shape("matmul_coop", op, chunk);
+        (matmul::params(m, n, k), dispatch(m, n))
     }
 }
 
 /// Whether a `m × n × k` product can run on this kernel (any m, n; k a multiple of [`BK`]).
 pub fn fits(_m: usize, _n: usize, k: usize) -> bool {
     k > 0 && k.is_multiple_of(BK)
-}
-
-/// Same uniform block as [`matmul::params`](super::matmul::params).
-pub fn params(m: usize, n: usize, k: usize) -> [u32; 8] {
-    super::matmul::params(m, n, k)
 }
 
 pub fn dispatch(m: usize, n: usize) -> [u32; 3] {

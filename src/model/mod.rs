@@ -8,5 +8,5 @@ pub mod weights;
 
 pub use checkpoint::{load, load_from_bytes, Checkpoint, Layout, LoadError, LoadOptions};
 pub use config::{Activation, ClipConfig, TextConfig, TowerConfig, VisionConfig};
-pub use program::{text_len, Act, Input, Op, PoolAt, Program, Rows, Seqs, Tower};
+pub use program::{check_tokens, text_len, Act, Epilogue, Input, Op, PoolAt, Program, Rows, Seqs, Tower};
 pub use weights::{BlockW, LayerNormW, LinearW, Param, ParamId, Params, TextW, VisionW, Weights};

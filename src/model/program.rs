@@ -9,7 +9,7 @@
 //! ops (layernorm, linear layers) therefore run on all tokens of the batch at once, and
 //! only attention looks at sequence boundaries.
 
-use super::config::{Activation, ClipConfig};
+use super::config::{Activation, ClipConfig, TextConfig};
 use super::weights::{LayerNormW, LinearW, ParamId, Weights};
 
 /// The towers.
@@ -87,6 +87,66 @@ impl Op {
             Op::Pool { .. } => "pool",
             Op::L2Normalize { .. } => "l2norm",
         }
+    }
+
+    /// The epilogue of a linear layer (`None` for the other ops).
+    pub fn epilogue(&self) -> Option<Epilogue> {
+        match *self {
+            Op::Linear { lin, act, accumulate, .. } => Some(Epilogue { bias: lin.bias.is_some(), act, accumulate }),
+            _ => None,
+        }
+    }
+}
+
+/// What a linear layer does after its product, `y (+)= act(x·Wᵀ + b)`: the one epilogue type
+/// of every matmul (the CPU engine's, the GPU's plain and cooperative-matrix kernels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Epilogue {
+    /// `+ b` (the layer has a bias).
+    pub bias: bool,
+    /// The activation, applied after the bias (`None`: identity).
+    pub act: Option<Activation>,
+    /// `y += …` instead of `y = …` (the residual add).
+    pub accumulate: bool,
+}
+
+impl Epilogue {
+    /// Every epilogue (for the kernel catalogs).
+    pub fn all() -> Vec<Epilogue> {
+        let mut v = Vec::new();
+        for bias in [false, true] {
+            for act in [None, Some(Activation::QuickGelu), Some(Activation::Gelu)] {
+                for accumulate in [false, true] {
+                    v.push(Epilogue { bias, act, accumulate });
+                }
+            }
+        }
+        v
+    }
+    /// A total order key (the activation type itself is not ordered).
+    fn rank(&self) -> (bool, u8, bool) {
+        let a = match self.act {
+            None => 0,
+            Some(Activation::QuickGelu) => 1,
+            Some(Activation::Gelu) => 2,
+        };
+        (self.bias, a, self.accumulate)
+    }
+}
+
+impl std::hash::Hash for Epilogue {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.rank().hash(h)
+    }
+}
+impl PartialOrd for Epilogue {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Epilogue {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.rank().cmp(&o.rank())
     }
 }
 
@@ -181,6 +241,25 @@ pub enum Input<'a> {
     Pixels { data: &'a [f32], n: usize },
     /// Token ids per text, each `[SOT, …, EOT]` and no longer than the context.
     Tokens(&'a [Vec<u32>]),
+}
+
+/// The one check of a batch of token id sequences (both engines' entry points use it): each
+/// holds 1 to `context_length` ids, each below the vocabulary size.
+pub fn check_tokens(texts: &[Vec<u32>], cfg: &TextConfig) -> Result<(), String> {
+    for (i, ids) in texts.iter().enumerate() {
+        if ids.is_empty() || ids.len() > cfg.context_length {
+            return Err(format!(
+                "token sequence #{i}: must hold 1 to {} ids below {}, got {} ids",
+                cfg.context_length,
+                cfg.vocab_size,
+                ids.len()
+            ));
+        }
+        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= cfg.vocab_size) {
+            return Err(format!("token sequence #{i}: token id {bad} ≥ the vocabulary size {}", cfg.vocab_size));
+        }
+    }
+    Ok(())
 }
 
 /// How many positions of a text are computed: up to and including the first occurrence of
