@@ -165,12 +165,13 @@ fn text768_matches_transformers() {
 /// f32 ViT-L/14 is 1.7 GB):
 ///
 /// ```text
-/// python3 scripts/make_fixtures.py full DIR --preset ViT-L-14
+/// python3 scripts/make_fixtures.py full DIR --preset ViT-L-14 [--openai]
 /// CLIP_WGPU_FULL_FAMILY=DIR cargo test --release --test family full_size -- --nocapture
 /// ```
 ///
 /// Its configuration must be its preset's; embeddings within 1e-5 of transformers' (8
-/// synthetic images, 2 real ones end to end, 16 texts).
+/// synthetic images, 2 real ones end to end, 16 texts); with `--openai`, the OpenAI-named copy
+/// too.
 #[test]
 fn full_size_member_matches_transformers() {
     let Some(dir) = std::env::var_os("CLIP_WGPU_FULL_FAMILY").map(PathBuf::from) else {
@@ -184,8 +185,17 @@ fn full_size_member_matches_transformers() {
         .unwrap_or_else(|| panic!("{}: the configuration is no preset's: {:?}", dir.display(), ck.config));
     drop(ck);
     let v = (preset.config)().vision;
-    let label = format!("full-size {} (random)", preset.name);
-    check_against(&reference_in(&dir), &dir, &label, (v.patch_size, v.image_size, v.tokens()));
+    let want = (v.patch_size, v.image_size, v.tokens());
+    let r = reference_in(&dir);
+    check_against(&r, &dir, &format!("full-size {} (random), HF", preset.name), want);
+    // with --openai: the same weights in OpenAI naming, the configuration from the shapes
+    let f = dir.join("openai/open_clip_model.safetensors");
+    if f.is_file() {
+        let ck = model::load(&f, &LoadOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ck.config, (preset.config)(), "{}: inferred configuration", f.display());
+        drop(ck);
+        check_against(&r, &f, &format!("full-size {} (random), OpenAI naming", preset.name), want);
+    }
 }
 
 /// On the CPU engine an error names no GPU: wrong pixel counts (directly and through
