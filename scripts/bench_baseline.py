@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Baselines for `cargo xtask bench`: PyTorch (transformers CLIPModel) and ONNX Runtime on
-the same checkpoint (and, on a CUDA machine, PyTorch fp16 eager and torch.compile), shapes, token ids and thread count as clip-wgpu. Installs nothing:
+the same checkpoint (any CLIP family member: the input size and widths come from its
+config.json), shapes, token ids and thread count as clip-wgpu, and on a CUDA machine PyTorch
+fp16 eager and torch.compile. Installs nothing:
 
-    pip install torch transformers onnxruntime onnx
+    pip install -r scripts/requirements-bench.txt    # torch transformers onnxruntime onnx
 
 Modes:
   --versions   one JSON line: python, torch, transformers, onnxruntime, onnx, numpy versions
@@ -91,12 +93,13 @@ def build(a):
             return e / e.norm(dim=-1, keepdim=True)
 
     ids_given = json.loads(a.ids) if a.ids else None
+    # the model's own input size (224 for ViT-B/32, B/16 and L/14, 336 for L/14-336)
+    size = model.config.vision_config.image_size
 
     def make_input(b):
         if a.tower == "image":
             g = torch.Generator().manual_seed(0)
-            s = model.config.vision_config.image_size
-            return torch.randn(b, 3, s, s, generator=g).to(dev, dtype)
+            return torch.randn(b, 3, size, size, generator=g).to(dev, dtype)
         ids = torch.full((b, CTX), EOT, dtype=torch.long)
         for i in range(b):
             seq = ids_given[i % len(ids_given)] if ids_given else [SOT] + [320] * (a.tokens - 2) + [EOT]
@@ -126,6 +129,7 @@ def build(a):
 
     import onnxruntime as ort
 
+    # the input size is the model's, fixed in the graph (one model per directory); the batch is dynamic
     path = Path(a.model) / f"bench-{a.tower}.onnx"
     if not path.exists():
         name = "pixel_values" if a.tower == "image" else "input_ids"
@@ -147,6 +151,12 @@ def build(a):
         return make_input(b).numpy()
 
     return run_ort, make_np, f"onnxruntime {ort.__version__} (CPU, {a.threads} threads)"
+
+
+def vision_tokens(model_dir):
+    """Tokens per image (grid² + 1) from the checkpoint's config.json (transformers' defaults)."""
+    cfg = json.loads((Path(model_dir) / "config.json").read_text()).get("vision_config", {})
+    return (cfg.get("image_size", 224) // cfg.get("patch_size", 32)) ** 2 + 1
 
 
 def worker(a):
@@ -203,7 +213,8 @@ def one_shot(a):
             run(x)
             times.append(time.perf_counter() - t)
         print(json.dumps({"engine": a.engine, "tower": a.tower, "batch": b,
-                          "tokens": CTX if a.tower == "text" else 50, "times_s": times}), flush=True)
+                          "tokens": CTX if a.tower == "text" else vision_tokens(a.model), "times_s": times}),
+              flush=True)
     return 0
 
 

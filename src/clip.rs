@@ -222,15 +222,16 @@ impl Clip {
         self.ck.config.embed_dim
     }
     /// Images per encoder batch: `batch_size` if set, else what the device takes: on a GPU
-    /// the most images one command buffer holds within its binding limits (at most 256, so
-    /// the pixels waiting in host memory stay under 160 MB), on the CPU 32 (throughput is flat
-    /// from 16 up, and latency grows with the batch).
+    /// the most images one command buffer holds within its binding limits (at most 256 at
+    /// 224 px, fewer for larger images, so the pixels waiting in host memory stay under
+    /// 160 MB), on the CPU 32 (throughput is flat from 16 up, and latency grows with the batch).
     pub fn batch_size(&self) -> usize {
         if self.opts.batch_size > 0 {
             return self.opts.batch_size;
         }
+        let s = self.ck.config.vision.image_size.max(1);
         match self.active_gpu() {
-            Some(g) => g.chunk_limits(Tower::Vision).1.clamp(1, 256),
+            Some(g) => g.chunk_limits(Tower::Vision).1.clamp(1, (256 * 224 * 224 / (s * s)).max(1)),
             None => 32,
         }
     }
@@ -331,9 +332,15 @@ impl Clip {
         self.encode_ids(&ids)
     }
 
-    /// Preprocesses one image given as bytes (`name` labels errors).
+    /// The side of the square images the vision tower takes (the checkpoint's: 224 for
+    /// ViT-B/32, 336 for ViT-L/14-336); preprocessing resizes and crops to it.
+    pub fn image_size(&self) -> u32 {
+        self.ck.config.vision.image_size as u32
+    }
+
+    /// Preprocesses one image given as bytes (`name` labels errors) to the model's image size.
     pub fn preprocess_bytes(&self, name: &str, bytes: &[u8]) -> Result<Vec<f32>> {
-        preprocess::preprocess_bytes(bytes, self.opts.variant, &self.opts.limits)
+        preprocess::preprocess_bytes_sized(bytes, self.image_size(), self.opts.variant, &self.opts.limits)
             .map_err(|source| Error::Image { input: name.to_string(), source })
     }
 
@@ -392,8 +399,9 @@ impl Clip {
 
     /// Encodes already decoded images.
     pub fn encode_images(&self, images: &[image::DynamicImage]) -> Result<Vec<f32>> {
+        let (size, variant) = (self.image_size(), self.opts.variant);
         let px: Vec<f32> =
-            images.par_iter().flat_map_iter(|im| preprocess::preprocess_image(im, self.opts.variant)).collect();
+            images.par_iter().flat_map_iter(|im| preprocess::preprocess_image_sized(im, size, variant)).collect();
         self.encode_pixels(&px, images.len())
     }
 
@@ -414,12 +422,16 @@ impl Clip {
         let emb = match emb {
             Ok(e) => e,
             Err(e) => {
-                let msg = e.to_string();
+                // each image that needed the encoder gets its error, naming the engine that
+                // failed (a forced GPU) or none (bad input)
                 return prepared
                     .into_iter()
                     .map(|r| match r? {
                         PreparedImage::Cached(e) => Ok(e),
-                        PreparedImage::Pixels { .. } => Err(Error::Gpu(msg.clone())),
+                        PreparedImage::Pixels { .. } => Err(match &e {
+                            Error::Gpu(m) => Error::Gpu(m.clone()),
+                            other => Error::Invalid(other.to_string()),
+                        }),
                     })
                     .collect();
             }

@@ -310,3 +310,42 @@ fn jpeg_truncation_and_cmyk_follow_pillow() {
     assert_eq!(with.pixels.mode(), "CMYK");
     assert_eq!(dec(&stripped).unwrap(), with);
 }
+
+/// At ViT-L/14-336's size: the 336×336 crops of transformers' processor (`size` 336) and of
+/// OpenAI's `_transform(336)`, stored by `scripts/make_fixtures.py family` under
+/// tests/fixtures/family/crops336, every colour mode and decoder among them; bit-exact (JPEGs
+/// within the decoder bound), and the f32 tensor of `preprocess_bytes_sized` is their
+/// normalisation.
+#[test]
+fn crops_at_336_match_pillow() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/family/crops336");
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("crops.json")).unwrap()).unwrap();
+    let size = m["size"].as_u64().unwrap() as u32;
+    assert_eq!(size, 336);
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for e in m["images"].as_array().unwrap() {
+        let file = e["file"].as_str().unwrap();
+        let bytes = std::fs::read(fixtures().join(file)).unwrap();
+        for variant in [Variant::Hf, Variant::OpenAi] {
+            let want = match variant {
+                Variant::OpenAi if !e["openai_same_as_hf"].as_bool().unwrap() => format!("{file}.openai.png"),
+                _ => format!("{file}.hf.png"),
+            };
+            let want = load_rgb(&dir.join(want));
+            let d = preprocess::decode(&bytes, variant, &Limits::default()).expect("decodes");
+            let ours = preprocess::resize_crop(&d, size, variant);
+            assert_eq!(ours.dimensions(), (size, size), "{file} {variant:?}");
+            let (max, frac) = diff(&ours, &want);
+            let bound = if file.ends_with(".jpg") { lossy_bound(file) } else { 0 };
+            if max > bound {
+                failures.push(format!("{file} {variant:?}: max diff {max} > {bound}, {:.2}% differ", frac * 100.0));
+            }
+            let t = preprocess::preprocess_bytes_sized(&bytes, size, variant, &Limits::default()).unwrap();
+            assert_eq!(t, preprocess::normalize(&ours), "{file} {variant:?}: tensor is not the crop's normalisation");
+            checked += 1;
+        }
+    }
+    assert!(failures.is_empty(), "not bit-exact at {size} px:\n{}", failures.join("\n"));
+    assert!(checked >= 30, "only {checked} checks");
+}

@@ -56,8 +56,10 @@ pub enum Command {
 
 #[derive(Args, Clone)]
 pub struct ModelArgs {
-    /// Checkpoint: an HF directory (model.safetensors + config.json) or an OpenAI/open_clip
-    /// safetensors file. Default: $CLIP_WGPU_MODEL, else the Hugging Face cache's
+    /// Checkpoint: an HF directory (model.safetensors + config.json), an OpenAI/open_clip
+    /// safetensors file, or a model name: a Hub repository (openai/clip-vit-large-patch14) or a
+    /// preset (ViT-B-32, ViT-B-16, ViT-L-14, ViT-L-14-336, ViT-B-32-laion2B), taken from the
+    /// Hugging Face cache or downloaded. Default: $CLIP_WGPU_MODEL, else
     /// openai/clip-vit-base-patch32.
     #[arg(long, env = "CLIP_WGPU_MODEL")]
     pub model: Option<PathBuf>,
@@ -162,18 +164,28 @@ pub enum VariantArg {
 }
 
 /// The checkpoint used when none is named.
-pub const DEFAULT_REPO: &str = "openai/clip-vit-base-patch32";
+pub const DEFAULT_REPO: &str = clip_wgpu::model::presets::DEFAULT.repo;
 
-/// Where weights are looked for, in order: `--model`, `$CLIP_WGPU_MODEL` (both in `arg`),
-/// the Hugging Face cache, then a download into that cache through `hf-hub` (unless
-/// `$HF_HUB_OFFLINE` is set). `quiet` hides the download's progress bar.
+/// Where weights are looked for, in order: `--model`, `$CLIP_WGPU_MODEL` (both in `arg`: a
+/// path, or a model name: a preset's short name such as `ViT-L-14`, or a Hugging Face Hub
+/// repository such as `openai/clip-vit-large-patch14`), the Hugging Face cache, then a download
+/// into that cache through `hf-hub` (unless `$HF_HUB_OFFLINE` is set). `quiet` hides the
+/// download's progress bar.
 pub fn resolve_model(arg: &Option<PathBuf>, quiet: bool) -> Result<PathBuf, clip_wgpu::Error> {
-    if let Some(p) = arg {
-        return Ok(p.clone());
-    }
+    let repo = match arg {
+        None => DEFAULT_REPO.to_string(),
+        // an existing path always wins; a name that is no path is looked up as a model name
+        Some(p) if p.exists() => return Ok(p.clone()),
+        Some(p) => match hub_repo(&p.to_string_lossy()) {
+            Some(repo) => repo,
+            // not a model name either: loading reports the missing path
+            None => return Ok(p.clone()),
+        },
+    };
+    let dir_name = format!("models--{}", repo.replace('/', "--"));
     let hub = hf_cache_dir();
     if let Some(hub) = &hub {
-        let snaps = hub.join("models--openai--clip-vit-base-patch32/snapshots");
+        let snaps = hub.join(&dir_name).join("snapshots");
         if let Ok(rd) = std::fs::read_dir(&snaps) {
             let mut found: Vec<PathBuf> = rd
                 .flatten()
@@ -190,25 +202,48 @@ pub fn resolve_model(arg: &Option<PathBuf>, quiet: bool) -> Result<PathBuf, clip
     let download = if offline {
         "not tried: $HF_HUB_OFFLINE is set".to_string()
     } else {
-        match download_default(hub.as_deref(), quiet) {
+        match download_repo(&repo, hub.as_deref(), quiet) {
             Ok(p) => return Ok(p),
             Err(e) => format!("failed: {e}"),
         }
     };
-    let cache = hub
-        .map(|h| h.join("models--openai--clip-vit-base-patch32").display().to_string())
-        .unwrap_or_else(|| "$HF_HOME/hub (HOME is not set)".into());
+    let cache =
+        hub.map(|h| h.join(&dir_name).display().to_string()).unwrap_or_else(|| "$HF_HOME/hub (HOME is not set)".into());
+    let mut looked = match arg {
+        None => vec!["--model PATH|NAME (not given)".to_string(), "$CLIP_WGPU_MODEL (not set)".to_string()],
+        Some(p) => vec![format!(
+            "--model / $CLIP_WGPU_MODEL {:?}: no such file or directory, so read as the model name {repo}",
+            p.display().to_string()
+        )],
+    };
+    looked.push(format!("the Hugging Face cache: {cache} (no snapshot with model.safetensors and config.json)"));
+    looked.push(format!("a download of {repo} from the Hugging Face Hub: {download}"));
+    let looked: Vec<String> = looked.iter().enumerate().map(|(i, l)| format!("  {}. {l}", i + 1)).collect();
     Err(clip_wgpu::Error::NoModel(format!(
-        "no model weights found.\n\
-         Looked for them at, in order:\n  \
-           1. --model PATH (not given)\n  \
-           2. $CLIP_WGPU_MODEL (not set)\n  \
-           3. the Hugging Face cache: {cache} (no snapshot with model.safetensors and config.json)\n  \
-           4. a download of {DEFAULT_REPO} from the Hugging Face Hub: {download}\n\
-         To get them: with network access, run any command without --model once (it downloads into the cache), \
-         or `huggingface-cli download {DEFAULT_REPO} model.safetensors config.json`; or copy a checkpoint \
-         directory here and pass it with --model (or set CLIP_WGPU_MODEL). OpenAI/open_clip .safetensors files work too. See weights/README.md."
+        "no model weights found for {repo}.\n\
+         Looked for them at, in order:\n{}\n\
+         To get them: with network access, run the command once (it downloads into the cache), \
+         or `huggingface-cli download {repo} model.safetensors config.json`; or copy a checkpoint \
+         directory here and pass it with --model (or set CLIP_WGPU_MODEL). OpenAI/open_clip .safetensors files work too. \
+         Model names: {}. See weights/README.md.",
+        looked.join("\n"),
+        clip_wgpu::model::presets::names()
     )))
+}
+
+/// The Hub repository a `--model` value names: a preset (`ViT-L-14`, `openai/clip-vit-large-patch14`),
+/// else any `owner/name` (one `/`, no file extension, no leading `.` or `/`).
+fn hub_repo(name: &str) -> Option<String> {
+    if let Some(p) = clip_wgpu::model::presets::find(name) {
+        return Some(p.repo.to_string());
+    }
+    let (owner, repo) = name.split_once('/')?;
+    let part = |s: &str| {
+        !s.is_empty()
+            && !s.starts_with('.')
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    (part(owner) && part(repo) && !repo.ends_with(".safetensors") && !repo.ends_with(".bin")).then(|| name.to_string())
 }
 
 fn hf_cache_dir() -> Option<PathBuf> {
@@ -219,22 +254,25 @@ fn hf_cache_dir() -> Option<PathBuf> {
     })
 }
 
-/// Downloads config.json and model.safetensors of the default checkpoint into the cache.
+/// Downloads config.json and model.safetensors of `repo` into the cache.
 #[cfg(not(feature = "download"))]
-fn download_default(_cache: Option<&std::path::Path>, _quiet: bool) -> Result<PathBuf, String> {
+fn download_repo(_repo: &str, _cache: Option<&std::path::Path>, _quiet: bool) -> Result<PathBuf, String> {
     Err("this build has no download support (cargo feature `download`)".into())
 }
 
-/// Downloads config.json and model.safetensors of the default checkpoint into the cache.
+/// Downloads config.json and model.safetensors of `repo` into the cache.
 #[cfg(feature = "download")]
-fn download_default(cache: Option<&std::path::Path>, quiet: bool) -> Result<PathBuf, String> {
+fn download_repo(repo_name: &str, cache: Option<&std::path::Path>, quiet: bool) -> Result<PathBuf, String> {
     let mut b = hf_hub::api::sync::ApiBuilder::from_env().with_progress(!quiet && std::io::stderr().is_terminal());
     if let Some(c) = cache {
         b = b.with_cache_dir(c.to_path_buf());
     }
-    let repo = b.build().map_err(|e| e.to_string())?.model(DEFAULT_REPO.to_string());
+    let repo = b.build().map_err(|e| e.to_string())?.model(repo_name.to_string());
     if !quiet {
-        eprintln!("clip-wgpu: downloading {DEFAULT_REPO} (about 605 MB) into the Hugging Face cache");
+        let size = clip_wgpu::model::presets::by_repo(repo_name)
+            .map(|p| format!(" (about {} MB)", p.download_mb))
+            .unwrap_or_default();
+        eprintln!("clip-wgpu: downloading {repo_name}{size} into the Hugging Face cache");
     }
     let config = repo.get("config.json").map_err(|e| e.to_string())?;
     repo.get("model.safetensors").map_err(|e| e.to_string())?;

@@ -656,3 +656,54 @@ fn build(src: &Source, cfg: &ClipConfig) -> Result<Weights, LoadError> {
         logit_scale,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tensor shapes of `c` in OpenAI naming, as [`openai_config`] reads them.
+    fn shapes(c: &ClipConfig) -> (TowerShapes, TowerShapes, usize) {
+        let (v, t) = (&c.vision, &c.text);
+        let (vw, tw) = (v.tower.width, t.tower.width);
+        (
+            (vec![vw, 3, v.patch_size, v.patch_size], vec![v.tokens(), vw], vec![v.tower.mlp, vw], v.tower.layers),
+            (vec![t.vocab_size, tw], vec![t.context_length, tw], vec![t.tower.mlp, tw], t.tower.layers),
+            c.embed_dim,
+        )
+    }
+
+    #[test]
+    fn shapes_alone_give_every_openai_preset() {
+        for c in [ClipConfig::vit_b_32(), ClipConfig::vit_b_16(), ClipConfig::vit_l_14(), ClipConfig::vit_l_14_336()] {
+            let (v, t, e) = shapes(&c);
+            let got = inferred(Path::new("x"), v, t, e, None).unwrap();
+            assert_eq!(got, c, "patch {} at {} px", c.vision.patch_size, c.vision.image_size);
+        }
+    }
+
+    #[test]
+    fn open_clip_config_sets_heads_and_activation() {
+        // LAION's ViT-B/32: open_clip_config.json has text heads 8 and no quick_gelu.
+        let text = r#"{"model_cfg": {"embed_dim": 512, "vision_cfg": {"image_size": 224, "layers": 12,
+            "width": 768, "patch_size": 32}, "text_cfg": {"context_length": 77, "vocab_size": 49408,
+            "width": 512, "heads": 8, "layers": 12}}}"#;
+        let oc: OpenClipConfig = serde_json::from_str(text).unwrap();
+        let c = ClipConfig::vit_b_32_laion();
+        let (v, t, e) = shapes(&c);
+        let mut got = inferred(Path::new("x"), v, t, e, Some(&oc)).unwrap();
+        assert!(!oc.model_cfg.quick_gelu);
+        // what openai_config does with the flag
+        got.vision.tower.activation = Activation::Gelu;
+        got.text.tower.activation = Activation::Gelu;
+        assert_eq!(got, c);
+    }
+
+    #[test]
+    fn a_position_table_off_the_grid_is_an_error() {
+        let c = ClipConfig::vit_l_14_336();
+        let (mut v, t, e) = shapes(&c);
+        v.1[0] = 24 * 24; // the class token's row missing
+        let err = inferred(Path::new("x"), v, t, e, None).unwrap_err().to_string();
+        assert!(err.contains("576 rows, expected grid²+1"), "{err}");
+    }
+}

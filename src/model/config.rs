@@ -44,6 +44,18 @@ pub struct TowerConfig {
 }
 
 impl TowerConfig {
+    /// A tower of OpenAI's CLIP family: 64-wide heads, a 4× MLP, QuickGELU, ε = 1e-5.
+    fn openai(width: usize, layers: usize) -> TowerConfig {
+        TowerConfig {
+            width,
+            layers,
+            heads: width / 64,
+            mlp: 4 * width,
+            activation: Activation::QuickGelu,
+            layer_norm_eps: 1e-5,
+        }
+    }
+
     pub fn head_dim(&self) -> usize {
         self.width / self.heads
     }
@@ -86,35 +98,54 @@ pub struct ClipConfig {
 }
 
 impl ClipConfig {
-    /// `openai/clip-vit-base-patch32`.
-    pub fn vit_b_32() -> ClipConfig {
+    /// A ViT of OpenAI's family: the vision tower `vision_width` wide, `vision_layers` deep,
+    /// `patch` pixels a patch on `image`-pixel images; the text tower `text_width` wide and
+    /// 12 deep over the 49,408-token vocabulary and 77 positions.
+    fn openai_vit(
+        (vision_width, vision_layers, patch, image): (usize, usize, usize, usize),
+        text_width: usize,
+        embed_dim: usize,
+    ) -> ClipConfig {
         ClipConfig {
             vision: VisionConfig {
-                tower: TowerConfig {
-                    width: 768,
-                    layers: 12,
-                    heads: 12,
-                    mlp: 3072,
-                    activation: Activation::QuickGelu,
-                    layer_norm_eps: 1e-5,
-                },
-                image_size: 224,
-                patch_size: 32,
+                tower: TowerConfig::openai(vision_width, vision_layers),
+                image_size: image,
+                patch_size: patch,
             },
-            text: TextConfig {
-                tower: TowerConfig {
-                    width: 512,
-                    layers: 12,
-                    heads: 8,
-                    mlp: 2048,
-                    activation: Activation::QuickGelu,
-                    layer_norm_eps: 1e-5,
-                },
-                vocab_size: 49408,
-                context_length: 77,
-            },
-            embed_dim: 512,
+            text: TextConfig { tower: TowerConfig::openai(text_width, 12), vocab_size: 49408, context_length: 77 },
+            embed_dim,
         }
+    }
+
+    /// `openai/clip-vit-base-patch32`: 224 px, 7×7 patches of 32 (50 tokens), widths 768/512.
+    pub fn vit_b_32() -> ClipConfig {
+        Self::openai_vit((768, 12, 32, 224), 512, 512)
+    }
+
+    /// `openai/clip-vit-base-patch16`: 224 px, 14×14 patches of 16 (197 tokens), widths 768/512.
+    pub fn vit_b_16() -> ClipConfig {
+        Self::openai_vit((768, 12, 16, 224), 512, 512)
+    }
+
+    /// `openai/clip-vit-large-patch14`: 224 px, 16×16 patches of 14 (257 tokens), a 24-layer
+    /// 1024-wide vision tower, a 768-wide text tower, 768-dimensional embeddings.
+    pub fn vit_l_14() -> ClipConfig {
+        Self::openai_vit((1024, 24, 14, 224), 768, 768)
+    }
+
+    /// `openai/clip-vit-large-patch14-336`: [`vit_l_14`](Self::vit_l_14) on 336 px images
+    /// (24×24 patches, 577 tokens).
+    pub fn vit_l_14_336() -> ClipConfig {
+        Self::openai_vit((1024, 24, 14, 336), 768, 768)
+    }
+
+    /// LAION's open_clip ViT-B/32 (`laion/CLIP-ViT-B-32-laion2B-s34B-b79K`):
+    /// [`vit_b_32`](Self::vit_b_32)'s shapes with the exact (erf) GELU in both towers.
+    pub fn vit_b_32_laion() -> ClipConfig {
+        let mut c = Self::vit_b_32();
+        c.vision.tower.activation = Activation::Gelu;
+        c.text.tower.activation = Activation::Gelu;
+        c
     }
 
     /// Checks the relations the engine relies on.

@@ -3,10 +3,12 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod presets;
 pub mod program;
 pub mod weights;
 
 pub use checkpoint::{load, load_from_bytes, Checkpoint, Layout, LoadError, LoadOptions};
 pub use config::{Activation, ClipConfig, TextConfig, TowerConfig, VisionConfig};
+pub use presets::Preset;
 pub use program::{check_tokens, text_len, Act, Epilogue, Input, Op, PoolAt, Program, Rows, Seqs, Tower};
 pub use weights::{BlockW, LayerNormW, LinearW, Param, ParamId, Params, TextW, VisionW, Weights};

@@ -1,23 +1,26 @@
-//! Image decoding and Pillow-exact CLIP preprocessing.
+//! Image decoding and Pillow-exact CLIP preprocessing, at the model's image size `S`
+//! ([`crate::model::VisionConfig::image_size`]: 224 for ViT-B/32, B/16 and L/14, 336 for
+//! L/14-336).
 //!
 //! Two reference pipelines are reproduced bit for bit (on losslessly stored inputs):
 //!
 //! * [`Variant::Hf`] — transformers' PIL-backed `CLIPImageProcessor`
-//!   (`CLIPImageProcessorPil` in transformers 5, `use_fast=False` in 4.x):
+//!   (`CLIPImageProcessorPil` in transformers 5, `use_fast=False` in 4.x) with the model's
+//!   `size = {"shortest_edge": S}` and `crop_size = S×S`:
 //!   `convert_to_rgb` (images with an alpha band or a `transparency` key are
 //!   `alpha_composite`d onto opaque white, others `convert("RGB")`), then
-//!   `Image.resize((w, h), BICUBIC)` with the shortest side to 224 and the long side
-//!   `int(224 * long / short)`, center crop with `top = (h - 224) // 2` (floor),
+//!   `Image.resize((w, h), BICUBIC)` with the shortest side to `S` and the long side
+//!   `int(S * long / short)`, center crop with `top = (h - S) // 2` (floor),
 //!   `u8 * (1/255)` in float64 cast to float32, then `(x - mean) / std` in float32.
-//! * [`Variant::OpenAi`] — OpenAI's `clip.load` transform: `Resize(224, BICUBIC)` on the image in
-//!   the mode `Image.open` gave (RGBA/LA are resized premultiplied, palette images with
-//!   NEAREST, `I;16` with Pillow's 16-bit resampler), `CenterCrop(224)` with
-//!   `top = int(round((h - 224) / 2))` (half to even), then `convert("RGB")` (drops alpha,
+//! * [`Variant::OpenAi`] — OpenAI's `clip.load` transform (`_transform(S)`): `Resize(S, BICUBIC)`
+//!   on the image in the mode `Image.open` gave (RGBA/LA are resized premultiplied, palette
+//!   images with NEAREST, `I;16` with Pillow's 16-bit resampler), `CenterCrop(S)` with
+//!   `top = int(round((h - S) / 2))` (half to even), then `convert("RGB")` (drops alpha,
 //!   `I;16` clips to 255, CMYK via Pillow's formula), `ToTensor`, `Normalize`.
 //!
 //! Both variants produce the same output size rule and the same float formula (`u8/255` in f32
 //! equals `f32(u8 * (1/255) as f64)` for every u8, and the normalisation is the same f32
-//! arithmetic); on RGB inputs whose resized long side has an even excess over 224 (or is 224)
+//! arithmetic); on RGB inputs whose resized long side has an even excess over `S` (or is `S`)
 //! they agree exactly.
 
 mod decode;
@@ -86,7 +89,9 @@ impl Default for Limits {
     }
 }
 
-/// Side of the square model input.
+/// Side of the square model input of ViT-B/32, B/16 and L/14 (L/14-336 takes 336): the size
+/// [`preprocess_bytes`] and [`preprocess_image`] produce. A [`crate::Clip`] preprocesses at its
+/// checkpoint's own size ([`preprocess_bytes_sized`]).
 pub const IMAGE_SIZE: u32 = 224;
 /// OpenAI CLIP's per-channel mean (RGB), written as in the references.
 #[allow(clippy::excessive_precision)]
@@ -266,21 +271,42 @@ pub fn normalize(rgb: &RgbImage) -> Vec<f32> {
     out
 }
 
-/// Bytes → CHW f32 `[3 * 224 * 224]`, normalised with [`MEAN`]/[`STD`].
+/// Bytes → CHW f32 `[3 * 224 * 224]`, normalised with [`MEAN`]/[`STD`]: [`preprocess_bytes_sized`]
+/// at [`IMAGE_SIZE`].
 pub fn preprocess_bytes(bytes: &[u8], variant: Variant, limits: &Limits) -> Result<Vec<f32>, PreprocessError> {
+    preprocess_bytes_sized(bytes, IMAGE_SIZE, variant, limits)
+}
+
+/// Bytes → CHW f32 `[3 * size * size]` (the shortest side resized to `size`, then the
+/// `size × size` center crop), normalised with [`MEAN`]/[`STD`]. `size` is the model's image
+/// size and must be at least 1.
+pub fn preprocess_bytes_sized(
+    bytes: &[u8],
+    size: u32,
+    variant: Variant,
+    limits: &Limits,
+) -> Result<Vec<f32>, PreprocessError> {
+    assert!(size > 0, "preprocess_bytes_sized: the image size must be at least 1");
     let d = decode(bytes, variant, limits)?;
-    Ok(normalize(&resize_crop(&d, IMAGE_SIZE, variant)))
+    Ok(normalize(&resize_crop(&d, size, variant)))
 }
 
 /// For callers who already decoded with the image crate: the same pipeline on a `DynamicImage`
-/// (treated as Pillow would treat the same pixels: no palette or colour-key information).
+/// (treated as Pillow would treat the same pixels: no palette or colour-key information), at
+/// [`IMAGE_SIZE`].
 pub fn preprocess_image(img: &DynamicImage, variant: Variant) -> Vec<f32> {
+    preprocess_image_sized(img, IMAGE_SIZE, variant)
+}
+
+/// [`preprocess_image`] at the model's image size `size` (at least 1).
+pub fn preprocess_image_sized(img: &DynamicImage, size: u32, variant: Variant) -> Vec<f32> {
+    assert!(size > 0, "preprocess_image_sized: the image size must be at least 1");
     let d = Decoded::from_dynamic(img);
     let d = match variant {
         Variant::Hf => d.into_rgb_hf(),
         Variant::OpenAi => d,
     };
-    normalize(&resize_crop(&d, IMAGE_SIZE, variant))
+    normalize(&resize_crop(&d, size, variant))
 }
 
 #[cfg(test)]
@@ -294,6 +320,9 @@ mod tests {
         assert_eq!(resized_size(1, 1, 224), (224, 224));
         assert_eq!(resized_size(2162, 762, 224), (635, 224));
         assert_eq!(resized_size(1000, 37, 224), (6054, 224));
+        // ViT-L/14-336
+        assert_eq!(resized_size(640, 480, 336), (448, 336));
+        assert_eq!(resized_size(427, 640, 336), (336, 503));
     }
 
     #[test]
@@ -305,6 +334,9 @@ mod tests {
         assert_eq!(crop_offsets(225, 224, 224, Variant::OpenAi), (0, 0)); // 0.5 -> 0
         assert_eq!(crop_offsets(227, 224, 224, Variant::OpenAi), (2, 0)); // 1.5 -> 2
         assert_eq!(crop_offsets(298, 224, 224, Variant::OpenAi), (37, 0));
+        assert_eq!(crop_offsets(448, 336, 336, Variant::Hf), (56, 0));
+        assert_eq!(crop_offsets(336, 503, 336, Variant::Hf), (0, 83));
+        assert_eq!(crop_offsets(336, 503, 336, Variant::OpenAi), (0, 84)); // 83.5 -> 84
     }
 
     #[test]
@@ -342,6 +374,9 @@ mod tests {
             let t = preprocess_image(&img, v);
             assert_eq!(t.len(), 3 * 224 * 224);
             assert!((t[0] - (10.0 / 255.0 - MEAN[0]) / STD[0]).abs() < 1e-6);
+            let t = preprocess_image_sized(&img, 336, v);
+            assert_eq!(t.len(), 3 * 336 * 336);
+            assert!((t[3 * 336 * 336 - 1] - (30.0 / 255.0 - MEAN[2]) / STD[2]).abs() < 1e-6);
         }
     }
 }

@@ -230,6 +230,24 @@ fn model_path(b: &Bench) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// Tokens per image of the model's vision tower (`grid² + 1`: 50 for ViT-B/32, 257 for L/14),
+/// from its HF `config.json` (transformers' defaults where a field is absent), else from the
+/// checkpoint itself.
+fn vision_tokens(model: &Path) -> Result<usize> {
+    let cfg = model.join("config.json");
+    if cfg.is_file() {
+        let v: Value = serde_json::from_slice(&std::fs::read(&cfg)?).with_context(|| format!("{}", cfg.display()))?;
+        let get = |k: &str, d: u64| v["vision_config"][k].as_u64().unwrap_or(d) as usize;
+        let (size, patch) = (get("image_size", 224), get("patch_size", 32));
+        if patch == 0 || size % patch != 0 {
+            bail!("{}: image size {size} is not a multiple of the patch size {patch}", cfg.display());
+        }
+        return Ok((size / patch).pow(2) + 1);
+    }
+    let ck = clip_wgpu::model::load(model, &Default::default())?;
+    Ok(ck.config.vision.tokens())
+}
+
 fn python_versions() -> Value {
     Command::new("python3")
         .arg(root().join("scripts/bench_baseline.py"))
@@ -302,6 +320,7 @@ fn bench(b: Bench) -> Result<()> {
         }
     }
     let model = model_path(&b)?;
+    let patches = vision_tokens(&model)? as f64;
     std::fs::create_dir_all(&b.output_dir).with_context(|| format!("creating {}", b.output_dir.display()))?;
     let mut notes: Vec<String> = Vec::new();
     let (cpu_model, _) = sys::cpu_info();
@@ -539,7 +558,7 @@ fn bench(b: Bench) -> Result<()> {
                 (r.tokens, r.token_mode) = match tower.as_str() {
                     "text" if e.engine != CLIP => (77.0, "padded-77".into()),
                     "text" => (mean_len(&texts), if fixed.is_some() { "fixed" } else { "captions" }.into()),
-                    _ => (50.0, "patches".into()),
+                    _ => (patches, "patches".into()),
                 };
                 let items = info["items"].as_u64().unwrap_or(*n as u64) as usize;
                 let wall: f64 = acc.times.iter().sum();
