@@ -203,10 +203,12 @@ fn cache_dir_hits_count_only_the_same_precision() {
         })
         .collect();
     assert_eq!(entries(cache.path()), 4 * precisions.len());
+    // int8 changes the values (the tiny model's weights are exact in bf16, so its bf16 run
+    // gives f32's values; its entries are kept apart all the same)
+    if precisions[0] == PrecisionChoice::Int8 {
+        assert_ne!(first[0], first[precisions.len() - 1], "int8 and f32 give different embeddings");
+    }
     for (i, &p) in precisions.iter().enumerate() {
-        for j in 0..i {
-            assert_ne!(first[i], first[j], "{p} and {} give different embeddings", precisions[j]);
-        }
         let (e, hits, misses) = pass(p);
         assert_eq!((hits, misses), (4, 0), "{p}: its own entries are served");
         assert_eq!(e, first[i], "{p}: the cached embeddings are the ones written");
