@@ -78,8 +78,9 @@ pub struct ModelArgs {
     /// limits, up to 256; on the CPU 32).
     #[arg(long, default_value = "auto", value_parser = parse_batch_size, env = "CLIP_WGPU_BATCH_SIZE")]
     pub batch_size: usize,
-    /// Keep embeddings across runs in this directory (keyed by model and content: image bytes,
-    /// token ids); a rerun over the same inputs skips decoding and encoding.
+    /// Keep embeddings across runs in this directory (keyed by model, content: image bytes or
+    /// token ids, and the engine and precision that computed them); a rerun over the same inputs
+    /// skips decoding and encoding.
     #[arg(long, env = "CLIP_WGPU_CACHE_DIR", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
     /// Embeddings kept in memory by content within a run (a repeated image or text is encoded
