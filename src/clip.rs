@@ -743,6 +743,40 @@ mod tests {
         assert!((p[2] - 0.665_240_9).abs() < 1e-6);
     }
 
+    #[test]
+    fn option_enums_parse_and_print_the_command_line_names() {
+        for d in [Device::Auto, Device::Cpu, Device::Gpu] {
+            assert_eq!(d.to_string().parse::<Device>().unwrap(), d);
+        }
+        for b in Backend::ALL {
+            assert_eq!(b.to_string().parse::<Backend>().unwrap(), b);
+        }
+        for p in PrecisionChoice::ALL {
+            assert_eq!(p.to_string().parse::<PrecisionChoice>().unwrap(), p);
+        }
+        assert_eq!("VK".parse::<Backend>().unwrap(), Backend::Vulkan);
+        assert_eq!("fp16".parse::<PrecisionChoice>().unwrap(), PrecisionChoice::F16);
+        assert_eq!("bfloat16".parse::<PrecisionChoice>().unwrap(), PrecisionChoice::Bf16);
+        let e = "f64".parse::<PrecisionChoice>().unwrap_err().to_string();
+        assert!(e.contains("\"f64\"") && e.contains("int8"), "{e}");
+        let e = "glide".parse::<Backend>().unwrap_err().to_string();
+        assert!(e.contains("\"glide\"") && e.contains("vulkan"), "{e}");
+        assert!("tpu".parse::<Device>().unwrap_err().to_string().contains("\"tpu\""));
+    }
+
+    #[test]
+    fn precision_choices_resolve_to_an_engine() {
+        use PrecisionChoice as P;
+        let r = |p: P, d| p.resolve(d).map_err(|e| e.to_string());
+        assert_eq!(r(P::Auto, Device::Auto), Ok((Device::Auto, None, CpuPrecision::F32)));
+        assert_eq!(r(P::F32, Device::Gpu), Ok((Device::Gpu, Some(Precision::F32), CpuPrecision::F32)));
+        assert_eq!(r(P::F16, Device::Auto), Ok((Device::Auto, Some(Precision::F16), CpuPrecision::F32)));
+        assert_eq!(r(P::Int8, Device::Auto), Ok((Device::Cpu, None, CpuPrecision::Int8)));
+        assert_eq!(r(P::Bf16, Device::Cpu), Ok((Device::Cpu, None, CpuPrecision::Bf16)));
+        assert!(r(P::F16, Device::Cpu).unwrap_err().contains("f16 is a GPU precision"));
+        assert!(r(P::Int8, Device::Gpu).unwrap_err().contains("int8 is a CPU precision"));
+    }
+
     fn _assert_send_sync() {
         fn is<T: Send + Sync>() {}
         is::<Clip>();
