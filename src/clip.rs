@@ -20,7 +20,8 @@ use rayon::prelude::*;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::cache::{CacheStats, EmbeddingCache, Key};
+use crate::cache::{CacheStats, EmbeddingCache, EngineKind, Key};
+use crate::cpu::CpuPrecision;
 use crate::error::{Error, Result};
 use crate::gpu::{self, GpuEncoder, GpuError, Precision};
 use crate::model::{self, Activation, Checkpoint, Input, LoadOptions, Program, Tower};
@@ -28,13 +29,176 @@ use crate::preprocess::{self, Limits, Variant};
 use crate::text::ClipTokenizer;
 
 /// Where the encoders run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Device {
     /// A GPU adapter if one works, else the CPU.
     #[default]
     Auto,
     Cpu,
     Gpu,
+}
+
+impl Device {
+    pub fn name(self) -> &'static str {
+        match self {
+            Device::Auto => "auto",
+            Device::Cpu => "cpu",
+            Device::Gpu => "gpu",
+        }
+    }
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Device {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Device> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Device::Auto),
+            "cpu" => Ok(Device::Cpu),
+            "gpu" => Ok(Device::Gpu),
+            _ => Err(Error::Invalid(format!("unknown device {s:?}: expected auto, cpu or gpu"))),
+        }
+    }
+}
+
+/// A GPU backend (wgpu's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Vulkan,
+    Metal,
+    Dx12,
+    Gl,
+}
+
+impl Backend {
+    pub const ALL: [Backend; 4] = [Backend::Vulkan, Backend::Metal, Backend::Dx12, Backend::Gl];
+
+    /// `vulkan`, `metal`, `dx12` or `gl`: the name [`gpu::ContextOptions`] takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Vulkan => "vulkan",
+            Backend::Metal => "metal",
+            Backend::Dx12 => "dx12",
+            Backend::Gl => "gl",
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = Error;
+    /// `vulkan|metal|dx12|gl` (also `vk`, `mtl`, `d3d12`, `directx`, `gles`, `opengl`).
+    fn from_str(s: &str) -> Result<Backend> {
+        match s.to_ascii_lowercase().as_str() {
+            "vulkan" | "vk" => Ok(Backend::Vulkan),
+            "metal" | "mtl" => Ok(Backend::Metal),
+            "dx12" | "d3d12" | "directx" => Ok(Backend::Dx12),
+            "gl" | "gles" | "opengl" => Ok(Backend::Gl),
+            _ => Err(Error::Invalid(format!("unknown GPU backend {s:?}: expected vulkan, metal, dx12 or gl"))),
+        }
+    }
+}
+
+/// The numeric precision asked for, over both engines: the GPU engine runs f32 or f16, the
+/// CPU engine f32, bf16 or int8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum PrecisionChoice {
+    /// GPU: f16 where the adapter has SHADER_F16, else f32. CPU: f32.
+    #[default]
+    Auto,
+    /// f32 on either engine: the reference.
+    F32,
+    /// GPU only: f16 storage, f32 accumulation (an error on device cpu; f32 when device auto
+    /// finds no GPU).
+    F16,
+    /// CPU only: bf16 weights, f32 accumulation (device auto runs it on the CPU; an error on
+    /// device gpu).
+    Bf16,
+    /// CPU only: int8 weights and activations, i32 accumulation (as bf16).
+    Int8,
+}
+
+impl PrecisionChoice {
+    pub const ALL: [PrecisionChoice; 5] = [
+        PrecisionChoice::Auto,
+        PrecisionChoice::F32,
+        PrecisionChoice::F16,
+        PrecisionChoice::Bf16,
+        PrecisionChoice::Int8,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PrecisionChoice::Auto => "auto",
+            PrecisionChoice::F32 => "f32",
+            PrecisionChoice::F16 => "f16",
+            PrecisionChoice::Bf16 => "bf16",
+            PrecisionChoice::Int8 => "int8",
+        }
+    }
+
+    /// What runs where for this choice on `device`: the device to use, the GPU precision
+    /// (`None`: the adapter's default) and the CPU engine's precision. An error for a GPU-only
+    /// precision on the CPU and the other way round.
+    pub fn resolve(self, device: Device) -> Result<(Device, Option<Precision>, CpuPrecision)> {
+        Ok(match (self, device) {
+            (PrecisionChoice::Auto, d) => (d, None, CpuPrecision::F32),
+            (PrecisionChoice::F32, d) => (d, Some(Precision::F32), CpuPrecision::F32),
+            (PrecisionChoice::F16, Device::Cpu) => {
+                return Err(Error::Invalid(
+                    "precision f16 is a GPU precision; the CPU engine runs f32, bf16 or int8".into(),
+                ))
+            }
+            (PrecisionChoice::F16, d) => (d, Some(Precision::F16), CpuPrecision::F32),
+            (p @ (PrecisionChoice::Bf16 | PrecisionChoice::Int8), d) => {
+                let cp = if p == PrecisionChoice::Bf16 { CpuPrecision::Bf16 } else { CpuPrecision::Int8 };
+                if d == Device::Gpu {
+                    return Err(Error::Invalid(format!(
+                        "precision {cp} is a CPU precision; the GPU engine runs f16 or f32"
+                    )));
+                }
+                (Device::Cpu, None, cp)
+            }
+        })
+    }
+}
+
+impl std::fmt::Display for PrecisionChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for PrecisionChoice {
+    type Err = Error;
+    /// `auto`, and the names [`Precision::parse`] and [`CpuPrecision::parse`] take.
+    fn from_str(s: &str) -> Result<PrecisionChoice> {
+        if s.eq_ignore_ascii_case("auto") {
+            return Ok(PrecisionChoice::Auto);
+        }
+        match (Precision::parse(s), CpuPrecision::parse(s)) {
+            (Some(Precision::F32), _) => Ok(PrecisionChoice::F32),
+            (Some(Precision::F16), _) => Ok(PrecisionChoice::F16),
+            (_, Some(CpuPrecision::Bf16)) => Ok(PrecisionChoice::Bf16),
+            (_, Some(CpuPrecision::Int8)) => Ok(PrecisionChoice::Int8),
+            _ => Err(Error::Invalid(format!("unknown precision {s:?}: expected auto, f32, f16, bf16 or int8"))),
+        }
+    }
 }
 
 /// How a [`Clip`] is built.
@@ -53,13 +217,11 @@ pub struct ClipOptions {
     pub batch_size: usize,
     /// GPU adapter: a substring of its name or its index in `clip-wgpu info`.
     pub adapter: Option<String>,
-    /// GPU backend: vulkan, metal, dx12 or gl.
-    pub backend: Option<String>,
-    /// GPU storage precision; `None`: f16 where the adapter has SHADER_F16, else f32.
-    /// The CPU engine always computes in f32.
-    pub precision: Option<Precision>,
-    /// The CPU engine's precision (f32 unless asked otherwise).
-    pub cpu_precision: crate::cpu::CpuPrecision,
+    /// GPU backend; `None`: all are searched (see [`gpu::ContextOptions`]).
+    pub backend: Option<Backend>,
+    /// Precision (see [`PrecisionChoice`]): `Auto` runs f16 on a GPU with SHADER_F16, else
+    /// f32; bf16 and int8 run on the CPU.
+    pub precision: PrecisionChoice,
     /// GPU matmul kernel: `Auto` (cooperative matrices where the adapter offers them at f16
     /// and they pass their self-check), `Plain`, or `Coop` (an error where they cannot run
     /// with `Device::Gpu`; a notice and the plain kernel with `Device::Auto`). Default: the
@@ -85,8 +247,7 @@ impl Default for ClipOptions {
             batch_size: 0,
             adapter: None,
             backend: None,
-            precision: None,
-            cpu_precision: crate::cpu::CpuPrecision::F32,
+            precision: PrecisionChoice::Auto,
             // the CLI's --gpu-matmul reads the same variable; library users (xtask's worker)
             // get it here
             gpu_matmul: std::env::var("CLIP_WGPU_GPU_MATMUL")
@@ -108,6 +269,8 @@ pub struct Clip {
     tokenizer: ClipTokenizer,
     opts: ClipOptions,
     gpu: Option<GpuEncoder>,
+    /// The CPU engine's precision (f32 unless bf16 or int8 was chosen).
+    cpu_precision: CpuPrecision,
     /// Set when the GPU failed under `auto`: the rest of the work runs on the CPU.
     gpu_failed: AtomicBool,
     /// The CPU engine's weight layout, made on its first use.
@@ -134,17 +297,19 @@ impl Clip {
     }
 
     pub fn from_checkpoint(ck: Checkpoint, tokenizer: ClipTokenizer, opts: &ClipOptions) -> Result<Clip> {
-        if !opts.cpu_precision.supported() {
-            return Err(Error::Invalid(format!(
-                "CPU precision {} is not supported on this machine",
-                opts.cpu_precision
-            )));
+        let (device, gpu_precision, cpu_precision) = opts.precision.resolve(opts.device)?;
+        // from here on `device` is where the choice runs (bf16 and int8: the CPU)
+        let opts = &ClipOptions { device, ..opts.clone() };
+        if !cpu_precision.supported() {
+            return Err(Error::Invalid(format!("CPU precision {cpu_precision} is not supported on this machine")));
         }
         let gpu = match opts.device {
             Device::Cpu => None,
-            Device::Gpu => {
-                Some(open_context(opts).and_then(|c| open_gpu(c, &ck, opts)).map_err(|e| Error::Gpu(e.to_string()))?)
-            }
+            Device::Gpu => Some(
+                open_context(opts)
+                    .and_then(|c| open_gpu(c, &ck, opts, gpu_precision))
+                    .map_err(|e| Error::Gpu(e.to_string()))?,
+            ),
             Device::Auto => match open_context(opts) {
                 // lavapipe/llvmpipe/SwiftShader: far slower than the CPU engine on the same cores
                 Ok(c) if c.report.device_type == "Cpu" && opts.adapter.is_none() => {
@@ -158,7 +323,7 @@ impl Clip {
                     );
                     None
                 }
-                Ok(c) => match open_gpu(c, &ck, opts) {
+                Ok(c) => match open_gpu(c, &ck, opts, gpu_precision) {
                     Ok(g) => Some(g),
                     Err(e) => {
                         notice(opts, &format!("GPU unusable ({e}); running on the CPU"));
@@ -183,7 +348,7 @@ impl Clip {
             // The CPU engine for sure: lay its weights out now and let the canonical copies of
             // the linear layers go, so the weights are held once (about 600 MB, not 1.2 GB, for
             // ViT-B/32 in f32). Biases, norms and embeddings stay in `params`.
-            let prep = crate::cpu::Prepared::with_precision(&ck.weights.params, &[&vision, &text], opts.cpu_precision);
+            let prep = crate::cpu::Prepared::with_precision(&ck.weights.params, &[&vision, &text], cpu_precision);
             for p in [&vision, &text] {
                 for op in &p.ops {
                     if let crate::model::Op::Linear { lin, .. } | crate::model::Op::PatchEmbed { patch: lin, .. } = op {
@@ -201,6 +366,7 @@ impl Clip {
             tokenizer,
             opts: opts.clone(),
             gpu,
+            cpu_precision,
             gpu_failed: AtomicBool::new(false),
             cpu,
         })
@@ -254,20 +420,30 @@ impl Clip {
         self.active_gpu()
     }
 
-    /// What runs the encoders, in words: `cpu (f32, N threads)` or `gpu NAME (backend, precision)`.
+    /// What runs the encoders, in words: `cpu (PRECISION, N threads)` or
+    /// `gpu NAME (backend, precision)`.
     pub fn engine_description(&self) -> String {
         match self.active_gpu() {
             Some(g) => {
                 let r = &g.context().report;
                 format!("gpu {} ({}, {})", r.name, r.backend, g.precision())
             }
-            None => format!("cpu (f32, {} threads)", rayon::current_num_threads()),
+            None => format!("cpu ({}, {} threads)", self.cpu_precision, rayon::current_num_threads()),
         }
     }
 
-    /// The storage precision the encoders use.
+    /// The GPU's storage precision while the GPU runs the encoders; `F32` on the CPU (whose
+    /// own precision [`engine_kind`](Self::engine_kind) gives).
     pub fn precision(&self) -> Precision {
         self.active_gpu().map(|g| g.precision()).unwrap_or(Precision::F32)
+    }
+
+    /// The engine running the encoders now and its precision (what the embedding cache keys by).
+    pub fn engine_kind(&self) -> EngineKind {
+        match self.active_gpu() {
+            Some(g) => EngineKind::Gpu { precision: g.precision(), coop: g.uses_coop() },
+            None => EngineKind::Cpu(self.cpu_precision),
+        }
     }
 
     fn active_gpu(&self) -> Option<&GpuEncoder> {
@@ -281,6 +457,12 @@ impl Clip {
     /// Encodes preprocessed images (CHW f32, `3·S·S` values each, back to back) into
     /// L2-normalised embeddings, `[n, embed_dim]` flat.
     pub fn encode_pixels(&self, pixels: &[f32], n: usize) -> Result<Vec<f32>> {
+        self.encode_pixels_on(pixels, n).map(|(e, _)| e)
+    }
+
+    /// [`encode_pixels`](Self::encode_pixels), and the engine that encoded each image (under
+    /// `Device::Auto` the GPU may fail part way, and the CPU do the rest).
+    fn encode_pixels_on(&self, pixels: &[f32], n: usize) -> Result<(Vec<f32>, Vec<EngineKind>)> {
         let s = self.ck.config.vision.image_size;
         let per = 3 * s * s;
         if pixels.len() != n * per {
@@ -291,11 +473,14 @@ impl Clip {
             )));
         }
         let mut out = Vec::with_capacity(n * self.embed_dim());
+        let mut engines = Vec::with_capacity(n);
         for chunk in pixels.chunks(self.batch_size() * per) {
             let input = Input::Pixels { data: chunk, n: chunk.len() / per };
-            out.extend(self.run(Tower::Vision, &input)?);
+            let (e, engine) = self.run(Tower::Vision, &input)?;
+            out.extend(e);
+            engines.extend(std::iter::repeat_n(engine, chunk.len() / per));
         }
-        Ok(out)
+        Ok((out, engines))
     }
 
     /// Encodes token id sequences (each `[SOT, …, EOT]`, at most the context length).
@@ -306,20 +491,21 @@ impl Clip {
         let mut out = vec![0f32; ids.len() * d];
         // (position, key) of the sequences to encode
         let mut todo: Vec<(usize, Option<Key>)> = Vec::new();
+        let engine = self.engine_kind();
         for (i, t) in ids.iter().enumerate() {
             let key = self.cache.enabled().then(|| self.cache.text_key(t));
-            match key.as_ref().and_then(|k| self.cache.get(k)) {
+            match key.as_ref().and_then(|k| self.cache.get(k, engine)) {
                 Some(e) => out[i * d..][..d].copy_from_slice(&e),
                 None => todo.push((i, key)),
             }
         }
         for chunk in todo.chunks(self.batch_size().max(8) * 4) {
             let batch: Vec<Vec<u32>> = chunk.iter().map(|&(i, _)| ids[i].clone()).collect();
-            let emb = self.run(Tower::Text, &Input::Tokens(&batch))?;
+            let (emb, engine) = self.run(Tower::Text, &Input::Tokens(&batch))?;
             for (&(i, key), e) in chunk.iter().zip(emb.chunks(d)) {
                 out[i * d..][..d].copy_from_slice(e);
                 if let Some(k) = key {
-                    self.cache.put(&k, e);
+                    self.cache.put(&k, engine, e);
                 }
             }
         }
@@ -354,7 +540,7 @@ impl Clip {
     /// embedding if the cache has it, else its pixels.
     pub fn prepare_bytes(&self, name: &str, bytes: &[u8]) -> Result<PreparedImage> {
         let key = self.cache.enabled().then(|| self.cache.image_key(bytes, self.opts.variant));
-        if let Some(e) = key.as_ref().and_then(|k| self.cache.get(k)) {
+        if let Some(e) = key.as_ref().and_then(|k| self.cache.get(k, self.engine_kind())) {
             return Ok(PreparedImage::Cached(e));
         }
         Ok(PreparedImage::Pixels { pixels: self.preprocess_bytes(name, bytes)?, key })
@@ -417,9 +603,9 @@ impl Clip {
                 n += 1;
             }
         }
-        let emb = if n == 0 { Ok(Vec::new()) } else { self.encode_pixels(&px, n) };
+        let emb = if n == 0 { Ok((Vec::new(), Vec::new())) } else { self.encode_pixels_on(&px, n) };
         drop(px);
-        let emb = match emb {
+        let (emb, engines) = match emb {
             Ok(e) => e,
             Err(e) => {
                 // each image that needed the encoder gets its error, naming the engine that
@@ -436,15 +622,16 @@ impl Clip {
                     .collect();
             }
         };
-        let mut rows = emb.chunks(self.embed_dim());
+        // each embedding is cached under the engine that computed it
+        let mut rows = emb.chunks(self.embed_dim()).zip(engines);
         prepared
             .into_iter()
             .map(|r| match r? {
                 PreparedImage::Cached(e) => Ok(e),
                 PreparedImage::Pixels { key, .. } => {
-                    let e = rows.next().expect("one embedding per image");
+                    let (e, engine) = rows.next().expect("one embedding per image");
                     if let Some(k) = key {
-                        self.cache.put(&k, e);
+                        self.cache.put(&k, engine, e);
                     }
                     Ok(e.to_vec())
                 }
@@ -455,10 +642,11 @@ impl Clip {
     /// Runs one batch on the GPU if one is in use, else on the CPU. Under `auto` a GPU
     /// failure (device lost, out of memory, …) is reported once, the batch is redone on the
     /// CPU, and the CPU takes over: nothing is lost. A forced GPU returns the error.
-    fn run(&self, tower: Tower, input: &Input) -> Result<Vec<f32>> {
+    /// Returns the embeddings and the engine that made them.
+    fn run(&self, tower: Tower, input: &Input) -> Result<(Vec<f32>, EngineKind)> {
         if let Some(g) = self.active_gpu() {
             match g.encode(tower, input) {
-                Ok(e) => return Ok(e),
+                Ok(e) => return Ok((e, EngineKind::Gpu { precision: g.precision(), coop: g.uses_coop() })),
                 Err(e) if self.opts.device == Device::Auto && !matches!(e, GpuError::InvalidInput(_)) => {
                     self.gpu_failed.store(true, Ordering::Relaxed);
                     notice(&self.opts, &format!("GPU: {e}; redoing the batch and continuing on the CPU"));
@@ -474,19 +662,28 @@ impl Clip {
             crate::cpu::Prepared::with_precision(
                 &self.ck.weights.params,
                 &[&self.vision, &self.text],
-                self.opts.cpu_precision,
+                self.cpu_precision,
             )
         });
-        Ok(crate::cpu::run_prepared(program, &self.ck.config, &self.ck.weights.params, prep, input))
+        let e = crate::cpu::run_prepared(program, &self.ck.config, &self.ck.weights.params, prep, input);
+        Ok((e, EngineKind::Cpu(self.cpu_precision)))
     }
 }
 
 fn open_context(opts: &ClipOptions) -> std::result::Result<gpu::Context, GpuError> {
-    gpu::Context::new(&gpu::ContextOptions { adapter: opts.adapter.clone(), backend: opts.backend.clone() })
+    gpu::Context::new(&gpu::ContextOptions {
+        adapter: opts.adapter.clone(),
+        backend: opts.backend.map(|b| b.name().to_string()),
+    })
 }
 
-fn open_gpu(ctx: gpu::Context, ck: &Checkpoint, opts: &ClipOptions) -> std::result::Result<GpuEncoder, GpuError> {
-    let precision = opts.precision.unwrap_or_else(|| ctx.default_precision());
+fn open_gpu(
+    ctx: gpu::Context,
+    ck: &Checkpoint,
+    opts: &ClipOptions,
+    precision: Option<Precision>,
+) -> std::result::Result<GpuEncoder, GpuError> {
+    let precision = precision.unwrap_or_else(|| ctx.default_precision());
     if precision == Precision::F16 && !ctx.has_f16() {
         return Err(GpuError::Unsupported(format!("{} has no SHADER_F16: use --precision f32", ctx.report.name)));
     }
@@ -548,6 +745,40 @@ mod tests {
         let p = softmax(&[1.0, 2.0, 3.0]);
         assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
         assert!((p[2] - 0.665_240_9).abs() < 1e-6);
+    }
+
+    #[test]
+    fn option_enums_parse_and_print_the_command_line_names() {
+        for d in [Device::Auto, Device::Cpu, Device::Gpu] {
+            assert_eq!(d.to_string().parse::<Device>().unwrap(), d);
+        }
+        for b in Backend::ALL {
+            assert_eq!(b.to_string().parse::<Backend>().unwrap(), b);
+        }
+        for p in PrecisionChoice::ALL {
+            assert_eq!(p.to_string().parse::<PrecisionChoice>().unwrap(), p);
+        }
+        assert_eq!("VK".parse::<Backend>().unwrap(), Backend::Vulkan);
+        assert_eq!("fp16".parse::<PrecisionChoice>().unwrap(), PrecisionChoice::F16);
+        assert_eq!("bfloat16".parse::<PrecisionChoice>().unwrap(), PrecisionChoice::Bf16);
+        let e = "f64".parse::<PrecisionChoice>().unwrap_err().to_string();
+        assert!(e.contains("\"f64\"") && e.contains("int8"), "{e}");
+        let e = "glide".parse::<Backend>().unwrap_err().to_string();
+        assert!(e.contains("\"glide\"") && e.contains("vulkan"), "{e}");
+        assert!("tpu".parse::<Device>().unwrap_err().to_string().contains("\"tpu\""));
+    }
+
+    #[test]
+    fn precision_choices_resolve_to_an_engine() {
+        use PrecisionChoice as P;
+        let r = |p: P, d| p.resolve(d).map_err(|e| e.to_string());
+        assert_eq!(r(P::Auto, Device::Auto), Ok((Device::Auto, None, CpuPrecision::F32)));
+        assert_eq!(r(P::F32, Device::Gpu), Ok((Device::Gpu, Some(Precision::F32), CpuPrecision::F32)));
+        assert_eq!(r(P::F16, Device::Auto), Ok((Device::Auto, Some(Precision::F16), CpuPrecision::F32)));
+        assert_eq!(r(P::Int8, Device::Auto), Ok((Device::Cpu, None, CpuPrecision::Int8)));
+        assert_eq!(r(P::Bf16, Device::Cpu), Ok((Device::Cpu, None, CpuPrecision::Bf16)));
+        assert!(r(P::F16, Device::Cpu).unwrap_err().contains("f16 is a GPU precision"));
+        assert!(r(P::Int8, Device::Gpu).unwrap_err().contains("int8 is a CPU precision"));
     }
 
     fn _assert_send_sync() {

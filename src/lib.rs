@@ -5,6 +5,12 @@
 //! encoder ([`cpu`], or the GPU) executing the one model description in [`model`] →
 //! L2-normalised embeddings → scores ([`cosine`], [`clip_score`], [`softmax`]).
 //! [`Clip`] puts it together.
+//!
+//! Cargo features: `cli` (default) builds the `clip-wgpu` command line and brings clap,
+//! indicatif, ctrlc, csv and glob; `download` (default) fetches the default checkpoint
+//! through hf-hub; `libjpeg` (default) decodes JPEG with libjpeg-turbo, exactly as Pillow
+//! does. A program embedding the library needs none of the first two:
+//! `clip-wgpu = { version = "0.1", default-features = false, features = ["libjpeg"] }`.
 
 pub mod cache;
 pub mod clip;
@@ -16,5 +22,8 @@ pub mod pipeline;
 pub mod preprocess;
 pub mod text;
 
-pub use clip::{clip_score, clip_score_mean, cosine, softmax, Clip, ClipOptions, Device, PreparedImage};
+pub use cache::EngineKind;
+pub use clip::{
+    clip_score, clip_score_mean, cosine, softmax, Backend, Clip, ClipOptions, Device, PrecisionChoice, PreparedImage,
+};
 pub use error::{Error, Result};

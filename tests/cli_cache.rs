@@ -112,6 +112,109 @@ fn cache_dir_serves_a_second_run_with_the_same_embeddings() {
     );
 }
 
+fn max_diff(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).flat_map(|(x, y)| x.iter().zip(y).map(|(p, q)| (p - q).abs())).fold(0.0, f64::max)
+}
+
+#[test]
+fn cache_dir_keeps_precisions_apart() {
+    if !clip_wgpu::cpu::CpuPrecision::Int8.supported() {
+        eprintln!("SKIPPED: int8 is not supported on this machine");
+        return;
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let c = cache.path().display().to_string();
+    let images = root().join("tests/fixtures/images");
+    let a = images.join("CLIP.png").display().to_string();
+    let b = images.join("cmyk_q90_320x240.jpg").display().to_string();
+    let m = model();
+    let base = ["embed", "--model", &m, "--device", "cpu", "--image", &a, "--image", &b, "--text", "a diagram"];
+    let embed = |precision: &str, cached: bool| {
+        let mut args: Vec<&str> = base.to_vec();
+        args.extend(["--format", "json", "--precision", precision]);
+        if cached {
+            args.extend(["--cache-dir", &c]);
+        }
+        let out = run(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["precision"], precision, "the engine's precision is reported");
+        let mut e = embeddings(&v, "images");
+        e.extend(embeddings(&v, "texts"));
+        e
+    };
+    let int8 = embed("int8", true);
+    assert_eq!(entries(cache.path()), 3);
+    // an f32 run over the same inputs is not served the int8 entries: it encodes, and adds its own
+    let f32_first = embed("f32", true);
+    assert_eq!(entries(cache.path()), 6, "the f32 run wrote entries of its own");
+    let fresh = embed("f32", false);
+    assert!(max_diff(&f32_first, &fresh) < 1e-6, "f32 with the cache vs without: {}", max_diff(&f32_first, &fresh));
+    let d = max_diff(&int8, &fresh);
+    assert!(d > 1e-4, "int8 and f32 embeddings differ (by {d}), so serving one for the other would show");
+    // and the next f32 run is served its own entries
+    let f32_again = embed("f32", true);
+    assert_eq!(f32_again, f32_first);
+    assert_eq!(entries(cache.path()), 6);
+    assert_eq!(embed("int8", true), int8);
+}
+
+#[test]
+fn cache_dir_hits_count_only_the_same_precision() {
+    use clip_wgpu::{Clip, ClipOptions, Device, PrecisionChoice};
+    let cache = tempfile::tempdir().unwrap();
+    let images = root().join("tests/fixtures/images");
+    let files = [images.join("CLIP.png"), images.join("cmyk_q90_320x240.jpg")];
+    let texts = ["a diagram", "a photo of a cat"];
+    let supported = |p: PrecisionChoice| match p {
+        PrecisionChoice::Bf16 => clip_wgpu::cpu::CpuPrecision::Bf16.supported(),
+        PrecisionChoice::Int8 => clip_wgpu::cpu::CpuPrecision::Int8.supported(),
+        _ => true,
+    };
+    let precisions: Vec<PrecisionChoice> = [PrecisionChoice::Int8, PrecisionChoice::Bf16, PrecisionChoice::F32]
+        .into_iter()
+        .filter(|&p| supported(p))
+        .collect();
+    if precisions.len() < 3 {
+        eprintln!("SKIPPED (in part): only {precisions:?} are supported on this machine");
+    }
+    // one run: a new Clip (its in-memory cache empty), its embeddings and its hits and misses
+    let pass = |precision| {
+        let opts = ClipOptions {
+            device: Device::Cpu,
+            precision,
+            cache_dir: Some(cache.path().to_path_buf()),
+            notices: false,
+            ..Default::default()
+        };
+        let clip = Clip::load(tiny_dir().join("hf"), &opts).unwrap();
+        let mut e: Vec<f32> = clip.encode_image_files(&files).into_iter().flat_map(|r| r.unwrap()).collect();
+        e.extend(clip.encode_texts(&texts).unwrap());
+        let s = clip.cache_stats();
+        (e, s.hits, s.misses)
+    };
+    let first: Vec<Vec<f32>> = precisions
+        .iter()
+        .map(|&p| {
+            let (e, hits, misses) = pass(p);
+            assert_eq!((hits, misses), (0, 4), "{p}: nothing another precision wrote is served");
+            e
+        })
+        .collect();
+    assert_eq!(entries(cache.path()), 4 * precisions.len());
+    // int8 changes the values (the tiny model's weights are exact in bf16, so its bf16 run
+    // gives f32's values; its entries are kept apart all the same)
+    if precisions[0] == PrecisionChoice::Int8 {
+        assert_ne!(first[0], first[precisions.len() - 1], "int8 and f32 give different embeddings");
+    }
+    for (i, &p) in precisions.iter().enumerate() {
+        let (e, hits, misses) = pass(p);
+        assert_eq!((hits, misses), (4, 0), "{p}: its own entries are served");
+        assert_eq!(e, first[i], "{p}: the cached embeddings are the ones written");
+    }
+}
+
 #[test]
 fn no_weights_offline_says_where_it_looked_and_how_to_get_them() {
     let home = tempfile::tempdir().unwrap();

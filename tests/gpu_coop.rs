@@ -92,7 +92,7 @@ fn clip_with_device_auto_falls_back_to_the_plain_kernel() {
     let opts = |device| ClipOptions {
         device,
         adapter: Some("0".into()),
-        backend: Some("vulkan".into()),
+        backend: Some(clip_wgpu::Backend::Vulkan),
         gpu_matmul: MatmulPath::Coop,
         notices: false,
         ..Default::default()

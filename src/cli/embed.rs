@@ -206,7 +206,8 @@ pub fn embed(a: EmbedArgs) -> Result<ExitCode, Error> {
             let p = Path::new("<output>");
             write!(out, "],\"engine\":{},\"precision\":", json!(clip.engine_description()))
                 .map_err(|e| io_err(p, e))?;
-            serde_json::to_writer(&mut out, &clip.precision()).map_err(|e| io_err(p, e))?;
+            // the engine's own: f16/f32 on a GPU, f32/bf16/int8 on the CPU
+            serde_json::to_writer(&mut out, clip.engine_kind().precision_name()).map_err(|e| io_err(p, e))?;
             out.write_all(b"}\n").map_err(|e| io_err(p, e))?;
             out.commit()?;
         }

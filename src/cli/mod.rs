@@ -12,13 +12,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
-use clip_wgpu::cpu::CpuPrecision;
-use clip_wgpu::gpu::Precision;
+use clip_wgpu::gpu::MatmulPath;
 use clip_wgpu::model::Activation;
 use clip_wgpu::preprocess::{Limits, Variant};
-use clip_wgpu::{Clip, ClipOptions, Device};
+use clip_wgpu::{Backend, Clip, ClipOptions, Device, PrecisionChoice};
 
 pub use classify::{classify, ClassifyArgs};
 pub use embed::{embed, EmbedArgs};
@@ -68,11 +67,11 @@ pub struct ModelArgs {
     pub device: Device,
     /// MLP activation, overriding the checkpoint (quick-gelu: OpenAI weights; gelu: LAION's).
     #[arg(long, value_enum)]
-    pub activation: Option<ActivationArg>,
+    pub activation: Option<Activation>,
     /// Image preprocessing: `hf` (transformers' PIL CLIPImageProcessor) or `openai` (clip.load);
     /// they differ only on images with alpha and on the crop offset's rounding.
-    #[arg(long, value_enum, default_value_t = VariantArg::Hf)]
-    pub preprocess: VariantArg,
+    #[arg(long, value_enum, default_value_t = Variant::Hf)]
+    pub preprocess: Variant,
     /// A tokenizer.json to use instead of the bundled CLIP tokenizer.
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
@@ -81,8 +80,9 @@ pub struct ModelArgs {
     /// limits, up to 256; on the CPU 32).
     #[arg(long, default_value = "auto", value_parser = parse_batch_size, env = "CLIP_WGPU_BATCH_SIZE")]
     pub batch_size: usize,
-    /// Keep embeddings across runs in this directory (keyed by model and content: image bytes,
-    /// token ids); a rerun over the same inputs skips decoding and encoding.
+    /// Keep embeddings across runs in this directory (keyed by model, content: image bytes or
+    /// token ids, and the engine and precision that computed them); a rerun over the same inputs
+    /// skips decoding and encoding.
     #[arg(long, env = "CLIP_WGPU_CACHE_DIR", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
     /// Embeddings kept in memory by content within a run (a repeated image or text is encoded
@@ -101,44 +101,20 @@ pub struct ModelArgs {
     pub adapter: Option<String>,
     /// GPU backend.
     #[arg(long, value_enum, env = "CLIP_WGPU_BACKEND")]
-    pub backend: Option<BackendArg>,
+    pub backend: Option<Backend>,
     /// Precision. GPU: f16 storage with f32 accumulation (the default where the adapter has
     /// SHADER_F16) or f32. CPU: f32 (the default, reference-exact) or the reduced bf16/int8
     /// where this machine supports them (`clip-wgpu info` says which); asking for bf16/int8
     /// runs on the CPU.
-    #[arg(long, value_enum, env = "CLIP_WGPU_PRECISION", default_value_t = PrecisionArg::Auto)]
-    pub precision: PrecisionArg,
+    #[arg(long, value_enum, env = "CLIP_WGPU_PRECISION", default_value_t = PrecisionChoice::Auto)]
+    pub precision: PrecisionChoice,
     /// GPU matmul kernel for the linear layers: `auto` uses cooperative matrices (tensor
     /// cores, EXPERIMENTAL_COOPERATIVE_MATRIX 16x16x16 f16→f32) at f16 precision where the
     /// adapter offers them and a self-check at startup passes, else the plain kernel; `plain`
     /// never uses them; `coop` insists (an error with --device gpu where they cannot run, a
     /// notice and the plain kernel with --device auto). `clip-wgpu info` says which runs.
-    #[arg(long, value_enum, env = "CLIP_WGPU_GPU_MATMUL", default_value_t = GpuMatmulArg::Auto)]
-    pub gpu_matmul: GpuMatmulArg,
-}
-
-#[derive(Clone, Copy, ValueEnum, PartialEq)]
-pub enum GpuMatmulArg {
-    Auto,
-    Plain,
-    Coop,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-pub enum BackendArg {
-    Vulkan,
-    Metal,
-    Dx12,
-    Gl,
-}
-
-#[derive(Clone, Copy, ValueEnum, PartialEq)]
-pub enum PrecisionArg {
-    Auto,
-    F32,
-    F16,
-    Bf16,
-    Int8,
+    #[arg(long, value_enum, env = "CLIP_WGPU_GPU_MATMUL", default_value_t = MatmulPath::Auto)]
+    pub gpu_matmul: MatmulPath,
 }
 
 fn parse_batch_size(s: &str) -> Result<usize, String> {
@@ -149,18 +125,6 @@ fn parse_batch_size(s: &str) -> Result<usize, String> {
         Ok(0) | Err(_) => Err(format!("{s:?} is not a batch size: give a positive number or `auto`")),
         Ok(n) => Ok(n),
     }
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-pub enum ActivationArg {
-    QuickGelu,
-    Gelu,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-pub enum VariantArg {
-    Hf,
-    Openai,
 }
 
 /// The checkpoint used when none is named.
@@ -282,54 +246,16 @@ fn download_repo(repo_name: &str, cache: Option<&std::path::Path>, quiet: bool) 
 /// Loads the model; `quiet` silences the one-line notices (fallbacks).
 pub fn load(m: &ModelArgs, quiet: bool) -> Result<Clip, clip_wgpu::Error> {
     let path = resolve_model(&m.model, quiet)?;
-    let (device, precision, cpu_precision) = match (m.precision, m.device) {
-        (PrecisionArg::Auto, d) => (d, None, CpuPrecision::F32),
-        (PrecisionArg::F32, d) => (d, Some(Precision::F32), CpuPrecision::F32),
-        (PrecisionArg::F16, Device::Cpu) => {
-            return Err(clip_wgpu::Error::Invalid(
-                "--precision f16 is a GPU precision; the CPU engine runs f32, bf16 or int8".into(),
-            ))
-        }
-        (PrecisionArg::F16, d) => (d, Some(Precision::F16), CpuPrecision::F32),
-        (p @ (PrecisionArg::Bf16 | PrecisionArg::Int8), d) => {
-            let cp = if p == PrecisionArg::Bf16 { CpuPrecision::Bf16 } else { CpuPrecision::Int8 };
-            if d == Device::Gpu {
-                return Err(clip_wgpu::Error::Invalid(format!(
-                    "--precision {cp} is a CPU precision; the GPU engine runs f16 or f32"
-                )));
-            }
-            (Device::Cpu, None, cp)
-        }
-    };
     let opts = ClipOptions {
-        device,
-        activation: m.activation.map(|a| match a {
-            ActivationArg::QuickGelu => Activation::QuickGelu,
-            ActivationArg::Gelu => Activation::Gelu,
-        }),
-        variant: match m.preprocess {
-            VariantArg::Hf => Variant::Hf,
-            VariantArg::Openai => Variant::OpenAi,
-        },
+        device: m.device,
+        activation: m.activation,
+        variant: m.preprocess,
         tokenizer: m.tokenizer.clone(),
         batch_size: m.batch_size,
         adapter: m.adapter.clone(),
-        backend: m.backend.map(|b| {
-            match b {
-                BackendArg::Vulkan => "vulkan",
-                BackendArg::Metal => "metal",
-                BackendArg::Dx12 => "dx12",
-                BackendArg::Gl => "gl",
-            }
-            .to_string()
-        }),
-        precision,
-        cpu_precision,
-        gpu_matmul: match m.gpu_matmul {
-            GpuMatmulArg::Auto => clip_wgpu::gpu::MatmulPath::Auto,
-            GpuMatmulArg::Plain => clip_wgpu::gpu::MatmulPath::Plain,
-            GpuMatmulArg::Coop => clip_wgpu::gpu::MatmulPath::Coop,
-        },
+        backend: m.backend,
+        precision: m.precision,
+        gpu_matmul: m.gpu_matmul,
         limits: Limits { max_pixels: m.max_pixels, max_file_bytes: m.max_file_size },
         cache_entries: m.cache_entries,
         cache_dir: m.cache_dir.clone(),

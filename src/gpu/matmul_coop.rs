@@ -83,6 +83,7 @@ pub fn dispatch(m: usize, n: usize) -> [u32; 3] {
 
 /// Which kernel runs the linear layers (`--gpu-matmul`, `CLIP_WGPU_GPU_MATMUL`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum MatmulPath {
     /// The cooperative-matrix kernel where the adapter offers it (f16 precision) and it passes

@@ -8,6 +8,7 @@ use serde::Deserialize;
 /// The MLP's activation. OpenAI's CLIP uses QuickGELU (`x·σ(1.702x)`), LAION's open_clip
 /// checkpoints the exact (erf) GELU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Activation {
     #[default]
     QuickGelu,

@@ -34,11 +34,13 @@ use image::{DynamicImage, RgbImage};
 
 /// Which reference pipeline to reproduce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Variant {
     /// transformers' PIL-backed `CLIPImageProcessor` (the default).
     #[default]
     Hf,
     /// OpenAI's `clip.load(...)` preprocessing (torchvision transforms on PIL images).
+    #[cfg_attr(feature = "cli", value(name = "openai"))]
     OpenAi,
 }
 

@@ -10,7 +10,7 @@ pub fn gpu_options(device: Device) -> ClipOptions {
     ClipOptions {
         device,
         adapter: Some("0".into()),
-        backend: Some("vulkan".into()),
+        backend: Some(clip_wgpu::Backend::Vulkan),
         notices: false,
         ..Default::default()
     }

@@ -20,10 +20,8 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use clip_wgpu::cpu::CpuPrecision;
-use clip_wgpu::gpu::Precision;
 use clip_wgpu::pipeline::Pipeline;
-use clip_wgpu::{Clip, ClipOptions, Device};
+use clip_wgpu::{Backend, Clip, ClipOptions, Device, PrecisionChoice};
 
 use crate::sys;
 
@@ -85,22 +83,23 @@ pub fn serve(spec: &Spec) -> Result<()> {
 
 fn serve_inner(spec: &Spec) -> Result<()> {
     rayon::ThreadPoolBuilder::new().num_threads(spec.threads.max(1)).build_global().ok();
-    let mut opts = ClipOptions {
-        device: if spec.device == "gpu" { Device::Gpu } else { Device::Cpu },
+    let device = if spec.device == "gpu" { Device::Gpu } else { Device::Cpu };
+    let precision: PrecisionChoice = spec.precision.parse().map_err(|e| anyhow!("{e}"))?;
+    // one named precision (a CPU one on the GPU, or the other way round, fails to load)
+    if precision == PrecisionChoice::Auto {
+        return Err(anyhow!("precision auto: the worker measures a named precision"));
+    }
+    let backend = spec.backend.as_deref().map(str::parse::<Backend>).transpose().map_err(|e| anyhow!("{e}"))?;
+    let opts = ClipOptions {
+        device,
         batch_size: spec.batch.max(1),
         adapter: spec.adapter.clone(),
-        backend: spec.backend.clone(),
+        backend,
+        precision,
         // every run must do the work: no embedding cache
         cache_entries: 0,
         ..Default::default()
     };
-    if spec.device == "gpu" {
-        opts.precision =
-            Some(Precision::parse(&spec.precision).ok_or_else(|| anyhow!("GPU precision {}", spec.precision))?);
-    } else {
-        opts.cpu_precision =
-            CpuPrecision::parse(&spec.precision).ok_or_else(|| anyhow!("CPU precision {}", spec.precision))?;
-    }
     let t0 = Instant::now();
     let clip = Clip::load(&spec.model, &opts).with_context(|| format!("loading {}", spec.model.display()))?;
     let s = clip.config().vision.image_size;
