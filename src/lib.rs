@@ -6,6 +6,7 @@
 //! L2-normalised embeddings → scores ([`cosine`], [`clip_score`], [`softmax`]).
 //! [`Clip`] puts it together.
 
+pub mod batcher;
 pub mod cache;
 pub mod clip;
 pub mod cpu;
@@ -14,6 +15,8 @@ pub mod gpu;
 pub mod model;
 pub mod pipeline;
 pub mod preprocess;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod text;
 
 pub use clip::{clip_score, clip_score_mean, cosine, softmax, Clip, ClipOptions, Device, PreparedImage};
