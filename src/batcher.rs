@@ -195,9 +195,10 @@ impl<P: Processor> Shared<P> {
     }
 
     fn answer<O>(&self, tx: oneshot::Sender<Result<O, ItemError>>, r: Result<O, ItemError>) {
+        // out of the count first: whoever gets the result sees the queue without it
+        self.done(false);
         // a receiver gone meanwhile (its ticket dropped) just does not get it
         let _ = tx.send(r);
-        self.done(false);
     }
 }
 

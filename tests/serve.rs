@@ -383,6 +383,7 @@ fn api_key_guards_everything_but_health() {
     let r = request(a, "POST", "/v1/embeddings", &[("Content-Type", "application/json")], body.as_bytes());
     assert_eq!(r.status, 401);
     assert_eq!(r.json()["error"]["type"], "authentication_error");
+    assert_eq!(r.header("WWW-Authenticate"), Some("Bearer"));
     let r = request(
         a,
         "POST",
