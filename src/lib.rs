@@ -12,6 +12,7 @@
 //! does. A program embedding the library needs none of the first two:
 //! `clip-wgpu = { version = "0.1", default-features = false, features = ["libjpeg"] }`.
 
+pub mod batcher;
 pub mod cache;
 pub mod clip;
 pub mod cpu;
@@ -20,6 +21,8 @@ pub mod gpu;
 pub mod model;
 pub mod pipeline;
 pub mod preprocess;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod text;
 
 pub use cache::EngineKind;

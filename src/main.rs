@@ -18,13 +18,22 @@ fn main() -> ExitCode {
             return if e.use_stderr() { ExitCode::from(1) } else { ExitCode::SUCCESS };
         }
     };
-    cli::install_interrupt_handler();
+    // serve shuts down gracefully on its own signal handling (tokio)
+    #[cfg(feature = "server")]
+    let serving = matches!(cli.command, Command::Serve(_));
+    #[cfg(not(feature = "server"))]
+    let serving = false;
+    if !serving {
+        cli::install_interrupt_handler();
+    }
     let result = match cli.command {
         Command::Score(a) => cli::score(a),
         Command::Classify(a) => cli::classify(a),
         Command::Embed(a) => cli::embed(a),
         Command::Info(a) => cli::info(a),
         Command::Validate(a) => cli::validate(a),
+        #[cfg(feature = "server")]
+        Command::Serve(a) => cli::serve(a),
     };
     match result {
         Ok(code) => code,

@@ -6,6 +6,8 @@ mod info;
 pub mod inputs;
 pub mod output;
 mod score;
+#[cfg(feature = "server")]
+mod serve;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -23,6 +25,8 @@ pub use classify::{classify, ClassifyArgs};
 pub use embed::{embed, EmbedArgs};
 pub use info::{info, validate, InfoArgs, ValidateArgs};
 pub use score::{score, ScoreArgs};
+#[cfg(feature = "server")]
+pub use serve::{serve, ServeArgs};
 
 #[derive(Parser)]
 #[command(
@@ -51,6 +55,10 @@ pub enum Command {
     /// Compare every GPU adapter and precision against the CPU engine: max abs error and min
     /// cosine of the embeddings, both towers, batch sizes 1, 7 and 32.
     Validate(ValidateArgs),
+    /// HTTP service: OpenAI-compatible /v1/embeddings, /embed, /score, /classify, /health and
+    /// /metrics, with the items of concurrent requests merged into true batches.
+    #[cfg(feature = "server")]
+    Serve(ServeArgs),
 }
 
 #[derive(Args, Clone)]

@@ -1,0 +1,239 @@
+#!/usr/bin/env python3
+"""Load benchmark of `clip-wgpu serve` against the reference service (scripts/seed_service.py:
+FastAPI + transformers, one model call per request), same machine, same checkpoint, same load
+from `oha`, both measured in the same run and interleaved (reference, clip-wgpu, reference, …):
+
+* 32 concurrent clients, one 640x480 JPEG and one caption each to /score;
+* 32 concurrent clients, one caption each to /v1/embeddings;
+* the same with one client (latency);
+* overload: 256 clients against `--max-queue 64` (503s with Retry-After; the 200s sampled
+  and checked equal to a calm answer; peak RSS from VmHWM).
+
+clip-wgpu runs with its embedding cache off (`--cache-entries 0`): every request is encoded,
+as the reference does. Mean batch sizes come from /metrics. Only 127.0.0.1 is loaded; every
+run is bounded in time.
+
+    python3 scripts/serve_bench.py --bin target/release/clip-wgpu --model tests/fixtures/full \
+        --out benchmarks/serve/RUN --duration 20
+"""
+
+import argparse
+import base64
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def jpeg_640x480():
+    """A deterministic photo-like 640x480 JPEG (gradients, shapes and noise), quality 90."""
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFilter
+
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:480, 0:640]
+    rgb = np.stack([(x * 0.3 + y * 0.1) % 256, (y * 0.4 + 60) % 256, (x * 0.2 + 128) % 256], -1)
+    rgb = (rgb + rng.normal(0, 12, rgb.shape)).clip(0, 255).astype("uint8")
+    im = Image.fromarray(rgb)
+    d = ImageDraw.Draw(im)
+    for _ in range(25):
+        x0, y0 = rng.integers(0, 600), rng.integers(0, 440)
+        d.ellipse([x0, y0, x0 + rng.integers(20, 160), y0 + rng.integers(20, 160)], fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
+    im = im.filter(ImageFilter.GaussianBlur(1.2))
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def http(url, body=None, timeout=60):
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"} if body else {})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return r.status, r.read()
+
+
+def wait_ready(url, proc, seconds=600):
+    t0 = time.time()
+    while time.time() - t0 < seconds:
+        if proc.poll() is not None:
+            sys.exit(f"{url}: the server exited ({proc.returncode})")
+        try:
+            if http(url + "/health", timeout=5)[0] == 200:
+                return
+        except Exception:
+            pass
+        time.sleep(0.5)
+    sys.exit(f"{url}: not ready within {seconds} s")
+
+
+def metrics(url):
+    _, body = http(url + "/metrics")
+    out = {}
+    for line in body.decode().splitlines():
+        m = re.match(r'^(clip_wgpu_batch_size_(?:sum|count))\{tower="(\w+)"\} (\S+)$', line)
+        if m:
+            out[(m.group(1), m.group(2))] = float(m.group(3))
+    return out
+
+
+def oha(url, body_file, clients, duration, extra=()):
+    cmd = ["oha", "-z", f"{duration}s", "-c", str(clients), "-m", "POST", "-H", "Content-Type: application/json",
+           "-D", str(body_file), "--no-tui", "--output-format", "json", "-t", "120s", *extra, url]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 300)
+    if out.returncode != 0:
+        sys.exit(f"oha failed: {out.stderr}")
+    j = json.loads(out.stdout)
+    s = j["summary"]
+    lat = j.get("latencyPercentiles", {})
+    return {
+        "requests_per_s": s.get("requestsPerSec"),
+        "success_rate": s.get("successRate"),
+        "p50_ms": 1000 * lat["p50"] if lat.get("p50") is not None else None,
+        "p99_ms": 1000 * lat["p99"] if lat.get("p99") is not None else None,
+        "status": j.get("statusCodeDistribution", {}),
+        "errors": j.get("errorDistribution", {}),
+        "command": " ".join(cmd),
+    }
+
+
+def loadavg():
+    return open("/proc/loadavg").read().split()[:3]
+
+
+def rss_peak_mib(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return None
+
+
+def start_clip(args, port, extra=()):
+    cmd = [args.bin, "serve", "--model", args.model, "--device", args.device, "--port", str(port),
+           "--cache-entries", "0", *extra]
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(args.out / f"clip-{port}.log", "w"))
+    return p, " ".join(cmd)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--bin", default=str(ROOT / "target/release/clip-wgpu"))
+    ap.add_argument("--model", default=str(ROOT / "tests/fixtures/full"))
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--duration", type=int, default=20)
+    ap.add_argument("--skip-overload", action="store_true")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    jpg = jpeg_640x480()
+    (args.out / "image_640x480.jpg").write_bytes(jpg)
+    score_body = args.out / "score.json"
+    score_body.write_text(json.dumps({"images": [base64.b64encode(jpg).decode()], "texts": ["a photo of a cat"]}))
+    emb_body = args.out / "embeddings.json"
+    emb_body.write_text(json.dumps({"model": "clip", "input": "a photo of a cat"}))
+
+    clip_port, ref_port = 18080, 18081
+    clip, clip_cmd = start_clip(args, clip_port)
+    ref_cmd = [sys.executable, str(ROOT / "scripts/seed_service.py"), "--model", args.model, "--port", str(ref_port)]
+    ref = subprocess.Popen(ref_cmd, stdout=subprocess.DEVNULL, stderr=open(args.out / "reference.log", "w"))
+    results = {"clip_cmd": clip_cmd, "ref_cmd": " ".join(ref_cmd), "runs": []}
+    try:
+        clip_url, ref_url = f"http://127.0.0.1:{clip_port}", f"http://127.0.0.1:{ref_port}"
+        wait_ready(clip_url, clip)
+        wait_ready(ref_url, ref)
+        # warm both: a few of each request
+        for url in (clip_url, ref_url):
+            for _ in range(3):
+                http(url + "/score", score_body.read_bytes(), timeout=120)
+                http(url + "/v1/embeddings", emb_body.read_bytes(), timeout=120)
+        scenarios = [("score", score_body, 32), ("embeddings", emb_body, 32), ("score", score_body, 1),
+                     ("embeddings", emb_body, 1)]
+        for name, body, c in scenarios:
+            path = "/score" if name == "score" else "/v1/embeddings"
+            for which, url in (("reference", ref_url), ("clip-wgpu", clip_url)):
+                before = metrics(clip_url) if which == "clip-wgpu" else None
+                la = loadavg()
+                r = oha(url + path, body, c, args.duration)
+                r.update(service=which, endpoint=path, clients=c, loadavg_before=la, loadavg_after=loadavg())
+                if before is not None:
+                    after = metrics(clip_url)
+                    for tower in ("image", "text"):
+                        n = after.get(("clip_wgpu_batch_size_count", tower), 0) - before.get(("clip_wgpu_batch_size_count", tower), 0)
+                        s = after.get(("clip_wgpu_batch_size_sum", tower), 0) - before.get(("clip_wgpu_batch_size_sum", tower), 0)
+                        if n > 0:
+                            r[f"mean_batch_{tower}"] = s / n
+                print(json.dumps({k: v for k, v in r.items() if k != "command"}), flush=True)
+                results["runs"].append(r)
+        results["rss_peak_mib_clip"] = rss_peak_mib(clip.pid)
+    finally:
+        for p in (clip, ref):
+            p.terminate()
+        for p in (clip, ref):
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    results["clip_exit_code_after_sigterm"] = clip.returncode
+
+    if not args.skip_overload:
+        port = 18082
+        over, over_cmd = start_clip(args, port, ("--max-queue", "64"))
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_ready(url, over)
+            _, calm = http(url + "/score", score_body.read_bytes(), timeout=120)
+            calm = json.loads(calm)["scores"]
+            # a checker alongside the load: every 200 it gets must equal the calm answer
+            seen = {"ok": 0, "503": 0, "retry_after": 0, "wrong": 0, "other": 0}
+            stop = time.time() + args.duration
+
+            def check():
+                while time.time() < stop:
+                    try:
+                        st, b = http(url + "/score", score_body.read_bytes(), timeout=120)
+                        s = json.loads(b)["scores"]
+                        same = len(s) == len(calm) and all(abs(x["cosine"] - y["cosine"]) <= 1e-6 for x, y in zip(s, calm))
+                        seen["ok" if same else "wrong"] += 1
+                    except urllib.error.HTTPError as e:
+                        if e.code == 503:
+                            seen["503"] += 1
+                            seen["retry_after"] += e.headers.get("Retry-After") is not None
+                        else:
+                            seen["other"] += 1
+                        time.sleep(0.05)
+                    except Exception:
+                        seen["other"] += 1
+
+            t = threading.Thread(target=check)
+            t.start()
+            la = loadavg()
+            r = oha(url + "/score", score_body, 256, args.duration)
+            t.join()
+            r.update(service="clip-wgpu --max-queue 64", endpoint="/score", clients=256, loadavg_before=la,
+                     checker=seen, rss_peak_mib=rss_peak_mib(over.pid), server_cmd=over_cmd)
+            print(json.dumps({k: v for k, v in r.items() if k != "command"}), flush=True)
+            results["overload"] = r
+        finally:
+            over.terminate()
+            over.wait(timeout=60)
+    results["machine"] = {"nproc": os.cpu_count(), "cpu": cpu_model()}
+    (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    print(f"wrote {args.out / 'results.json'}")
+
+
+def cpu_model():
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "?"
+
+
+if __name__ == "__main__":
+    main()
