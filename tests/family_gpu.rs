@@ -19,7 +19,7 @@ use common::reference::*;
 use std::path::{Path, PathBuf};
 
 use clip_wgpu::gpu::{self, Precision};
-use clip_wgpu::{Clip, ClipOptions, Device};
+use clip_wgpu::{Backend, Clip, ClipOptions, Device, PrecisionChoice};
 
 fn family_dir(name: &str) -> PathBuf {
     root().join("tests/fixtures/family").join(name)
@@ -50,9 +50,13 @@ fn adapter_precisions() -> Option<(String, Vec<Precision>)> {
 fn options(device: Device, precision: Option<Precision>) -> ClipOptions {
     ClipOptions {
         device,
-        precision,
+        precision: match precision {
+            None => PrecisionChoice::Auto,
+            Some(Precision::F32) => PrecisionChoice::F32,
+            Some(Precision::F16) => PrecisionChoice::F16,
+        },
         adapter: Some("0".into()),
-        backend: Some("vulkan".into()),
+        backend: Some(Backend::Vulkan),
         cache_entries: 0,
         notices: false,
         ..Default::default()
