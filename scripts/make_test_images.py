@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Generate preprocessing test images and their reference outputs.
 
-    python3 scripts/make_test_images.py tests/fixtures/images [--oracle ../shared/oracle]
+    python3 scripts/make_test_images.py tests/fixtures/images [--oracle DIR]
 
 Writes, into the output directory:
   * input images made with Pillow (many sizes, modes and formats) plus a few corrupt files;
@@ -206,8 +206,12 @@ def make_inputs(d, oracle):
     # oracle files
     if oracle:
         for name, kind in (("CLIP.png", "lossless"), ("franz-kafka.jpg", "jpeg")):
-            shutil.copy(os.path.join(oracle, name), os.path.join(d, name))
-            items.append((name, kind))
+            # the committed copies stand in tests/fixtures/images already
+            src = os.path.join(oracle, name)
+            if os.path.exists(src) and os.path.abspath(src) != os.path.abspath(os.path.join(d, name)):
+                shutil.copy(src, os.path.join(d, name))
+            if os.path.exists(os.path.join(d, name)):
+                items.append((name, kind))
     # corrupt inputs
     png_bytes = open(os.path.join(d, "l_300x200.png"), "rb").read()
     jpg_bytes = open(os.path.join(d, "gray_q85_400x300.jpg"), "rb").read()
@@ -232,7 +236,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("out_dir")
     here = os.path.dirname(os.path.abspath(__file__))
-    ap.add_argument("--oracle", default=os.path.join(here, "..", "..", "shared", "oracle"))
+    # a folder with OpenAI's reference files (CLIP.png, franz-kafka.jpg,
+    # expected_preprocessed_image.npy); by default the committed copies
+    ap.add_argument("--oracle", default=os.path.join(here, "..", "tests", "fixtures", "oracle"))
     ap.add_argument("--tensors", default="", help="inputs whose f32 tensors are stored (.npy, 600 KB each)")
     args = ap.parse_args()
     d = args.out_dir

@@ -36,7 +36,8 @@ import ftfy.chardata as chardata
 import regex as re
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BPE_PATH = os.environ.get("CLIP_BPE", "/work/shared/oracle/bpe_simple_vocab_16e6.txt.gz")
+# OpenAI's BPE merges: $CLIP_BPE, else the copy open_clip ships
+BPE_PATH = os.environ.get("CLIP_BPE", "")
 if not os.path.exists(BPE_PATH):
     import open_clip.tokenizer
     BPE_PATH = open_clip.tokenizer.default_bpe()

@@ -10,7 +10,7 @@
 // has been run on so far offered EXPERIMENTAL_COOPERATIVE_MATRIX. The engine runs it only after
 // a self-check against an f64 reference at build time (src/gpu/selfcheck.rs).
 //
-// Tiling (the layout that measured best among the probes of GPU.md):
+// Tiling (the layout that measured best among the probes of docs/gpu-hardware.md):
 //   * a workgroup computes a BM×BN = 128×128 block of Y with 256 invocations = 8 subgroups of
 //     32 (the subgroup size must be 32: the engine selects this kernel only where it is);
 //   * subgroup s owns rows (s / 4)·64 … +64 and columns (s % 4)·32 … +32 of the block:
@@ -40,7 +40,7 @@
 // shaders/epilogue.wgsl appended. Needs SHADER_F16, SUBGROUP (the subgroup_id builtin) and
 // EXPERIMENTAL_COOPERATIVE_MATRIX with the 16×16×16 f16→f32 configuration.
 //
-// Pitfalls followed (GPU.md): no module-level names A, B, C (they would shadow the matrix
+// Pitfalls followed (docs/gpu-hardware.md): no module-level names A, B, C (they would shadow the matrix
 // roles); coopLoad only through f16 element pointers; no bitcast to vec2<f16>.
 
 // Uniform block: matmul::MatmulParams in src/gpu/matmul.rs (the same as matmul.wgsl's).

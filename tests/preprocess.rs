@@ -176,12 +176,9 @@ fn clip_png_tensor_exact() {
 #[test]
 fn franz_kafka_against_oracle() {
     let bytes = std::fs::read(fixtures().join("franz-kafka.jpg")).unwrap();
-    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/oracle/expected_preprocessed_image.npy");
-    let want: Vec<f32> = if shared.exists() {
-        Npy::read(&shared).unwrap().to_f32()
-    } else {
-        preprocess::normalize(&load_rgb(&fixtures().join("franz-kafka.jpg.hf.png")))
-    };
+    // OpenAI's own preprocessing of this photograph (tests/fixtures/oracle/README.md)
+    let oracle = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/oracle/expected_preprocessed_image.npy");
+    let want: Vec<f32> = Npy::read(&oracle).unwrap().to_f32();
     assert_eq!(want.len(), 3 * 224 * 224);
     for variant in [Variant::Hf, Variant::OpenAi] {
         let ours = preprocess::preprocess_bytes(&bytes, variant, &Limits::default()).unwrap();

@@ -266,7 +266,7 @@ fn preprocessor_blocks() {
 
 /// The tensor-core matmul: its SPIR-V really holds cooperative-matrix instructions, its
 /// workgroup memory is the stated constant (≤ the H100's 48 KiB), and naga rejects it when it
-/// breaks one of GPU.md's rules, so the validation above is not vacuous.
+/// breaks one of the rules in docs/gpu-hardware.md, so the validation above is not vacuous.
 #[test]
 fn cooperative_matrix_kernel() {
     use gpu::matmul_coop::{CoopKey, WORKGROUP_BYTES};
@@ -322,7 +322,7 @@ fn cooperative_matrix_kernel() {
         });
         assert!(ok.is_none(), "a broken variant ({why}) was accepted");
     };
-    // A module-level variable named `A` shadows the matrix role (GPU.md).
+    // A module-level variable named `A` shadows the matrix role (docs/gpu-hardware.md).
     reject(src.replace("var<workgroup> xs:", "var<workgroup> A:").replace("&xs[", "&A["), "module var named A");
     // Without the enable directive.
     reject(src.replace("enable wgpu_cooperative_matrix;\n", ""), "no enable directive");

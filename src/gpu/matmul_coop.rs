@@ -198,7 +198,7 @@ mod tests {
             cr_type: cr,
             saturating_accumulation: false,
         };
-        // The H100's list (GPU.md).
+        // The H100's list (docs/gpu-hardware.md).
         let h100 = [c(16, 16, 16, T::F16, T::F16), c(16, 16, 16, T::F16, T::F32), c(16, 8, 16, T::F16, T::F32)];
         assert!(offers_config(&h100));
         assert!(!offers_config(&h100[..1]));
