@@ -86,6 +86,7 @@ fn start(device: &str, extra: &[&str]) -> Server {
             }
             Err(_) => {
                 let _ = child.kill();
+                let _ = child.wait();
                 panic!("the server did not start within 120 s; stderr: {seen:#?}");
             }
         }

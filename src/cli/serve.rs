@@ -84,6 +84,7 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode, Error> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     let defaults = ServeConfig::default();
     if a.max_queue == 0 || a.max_items == 0 || a.max_body_bytes == 0 {

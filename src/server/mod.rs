@@ -28,7 +28,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::sync::Semaphore;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::batcher::{Batcher, BatcherConfig, ImageTower, TextTower};
 use crate::{Clip, Error, Result};
@@ -240,7 +240,9 @@ fn router(state: Arc<AppState>) -> Router {
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(CatchPanicLayer::custom(api::panic_response))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::count))
-        .layer(TraceLayer::new_for_http())
+        // 5xx answers are expected under overload (503) and while loading: logged at debug,
+        // not as errors on every refused request
+        .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)))
         .with_state(state)
 }
 
