@@ -14,6 +14,7 @@
 //! CLIP_WGPU_REQUIRE_GPU=1 (CI) makes that a failure.
 
 mod common;
+use common::gpu::compare;
 use common::reference::*;
 
 use std::path::{Path, PathBuf};
@@ -61,24 +62,6 @@ fn options(device: Device, precision: Option<Precision>) -> ClipOptions {
         notices: false,
         ..Default::default()
     }
-}
-
-/// (max abs error, min cosine) between two sets of rows `dim` wide.
-fn compare(got: &[f32], want: &[f32], dim: usize) -> (f32, f32) {
-    assert_eq!(got.len(), want.len(), "row count differs");
-    let mut err = 0f32;
-    let mut cos = 1f32;
-    for (g, w) in got.chunks(dim).zip(want.chunks(dim)) {
-        let (mut d, mut ng, mut nw) = (0f64, 0f64, 0f64);
-        for (&a, &b) in g.iter().zip(w) {
-            err = err.max((a - b).abs());
-            d += a as f64 * b as f64;
-            ng += a as f64 * a as f64;
-            nw += b as f64 * b as f64;
-        }
-        cos = cos.min((d / (ng.sqrt() * nw.sqrt())) as f32);
-    }
-    (err, cos)
 }
 
 fn check(label: &str, what: &str, p: Precision, got: &[f32], want: &[f32], dim: usize) {

@@ -18,6 +18,7 @@
 //! CLIP_WGPU_REQUIRE_GPU=1 (CI) turns "no adapter" into a failure.
 
 mod common;
+use common::gpu::compare;
 use common::reference::*;
 
 use clip_wgpu::cpu;
@@ -60,24 +61,6 @@ fn precisions(ctx: &Context) -> Vec<Precision> {
         p.push(Precision::F16);
     }
     p
-}
-
-/// (max abs error, min cosine) between two sets of rows.
-fn compare(got: &[f32], want: &[f32], dim: usize) -> (f32, f32) {
-    assert_eq!(got.len(), want.len(), "row count differs");
-    let mut err = 0f32;
-    let mut cos = 1f32;
-    for (g, w) in got.chunks(dim).zip(want.chunks(dim)) {
-        let (mut d, mut ng, mut nw) = (0f64, 0f64, 0f64);
-        for (&a, &b) in g.iter().zip(w) {
-            err = err.max((a - b).abs());
-            d += a as f64 * b as f64;
-            ng += a as f64 * a as f64;
-            nw += b as f64 * b as f64;
-        }
-        cos = cos.min((d / (ng.sqrt() * nw.sqrt())) as f32);
-    }
-    (err, cos)
 }
 
 fn tolerance(p: Precision) -> (f32, f32) {

@@ -8,6 +8,7 @@
 //! (CLIP_WGPU_REQUIRE_GPU=1 makes that a failure).
 
 mod common;
+use common::gpu::vulkan;
 use common::reference::*;
 
 use std::process::Command;
@@ -15,22 +16,9 @@ use std::process::Command;
 use clip_wgpu::gpu::matmul::MatmulKey;
 use clip_wgpu::gpu::matmul_coop::{self, CoopKey};
 use clip_wgpu::gpu::selfcheck::{check_matmul, SELF_CHECK_SHAPE};
-use clip_wgpu::gpu::{Context, ContextOptions, Dt, GpuEncoder, GpuError, GpuOptions, KernelKey, MatmulPath, Precision};
+use clip_wgpu::gpu::{Context, Dt, GpuEncoder, GpuError, GpuOptions, KernelKey, MatmulPath, Precision};
 use clip_wgpu::model::{self, Activation, Epilogue, LoadOptions};
 use clip_wgpu::{Clip, ClipOptions, Device};
-
-fn vulkan() -> Option<Context> {
-    match Context::new(&ContextOptions { adapter: Some("0".into()), backend: Some("vulkan".into()) }) {
-        Ok(c) => Some(c),
-        Err(e) => {
-            if std::env::var("CLIP_WGPU_REQUIRE_GPU").is_ok_and(|v| v == "1") {
-                panic!("CLIP_WGPU_REQUIRE_GPU=1 but no Vulkan adapter: {e}");
-            }
-            eprintln!("SKIPPED: no Vulkan adapter ({e})");
-            None
-        }
-    }
-}
 
 /// Adapters with the coop kernel available would take the other branch of these tests; the
 /// CI adapter (lavapipe) must not be one.

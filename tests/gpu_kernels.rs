@@ -19,6 +19,7 @@
 //! CLIP_WGPU_REQUIRE_GPU=1 (CI) makes that a failure.
 
 mod common;
+use common::gpu::vulkan;
 use common::reference::*;
 
 use clip_wgpu::cpu::{self, Prepared};
@@ -29,24 +30,11 @@ use clip_wgpu::gpu::norm::NormKey;
 use clip_wgpu::gpu::patch::PatchKey;
 use clip_wgpu::gpu::shader::{self, KernelKey};
 use clip_wgpu::gpu::weights::WeightStore;
-use clip_wgpu::gpu::{Context, ContextOptions, Dt, GpuEncoder, GpuError, GpuOptions, Precision};
+use clip_wgpu::gpu::{Context, Dt, GpuEncoder, GpuError, GpuOptions, Precision};
 use clip_wgpu::model::{
     self, Act, ClipConfig, Input, LayerNormW, LinearW, LoadOptions, Op, Params, PoolAt, Program, Rows, Tower,
 };
 use std::collections::HashMap;
-
-fn vulkan() -> Option<Context> {
-    match Context::new(&ContextOptions { adapter: Some("0".into()), backend: Some("vulkan".into()) }) {
-        Ok(c) => Some(c),
-        Err(e) => {
-            if std::env::var("CLIP_WGPU_REQUIRE_GPU").is_ok_and(|v| v == "1") {
-                panic!("CLIP_WGPU_REQUIRE_GPU=1 but no Vulkan adapter: {e}");
-            }
-            eprintln!("SKIPPED: no Vulkan adapter ({e})");
-            None
-        }
-    }
-}
 
 struct Rng(u64);
 impl Rng {
