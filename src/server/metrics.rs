@@ -21,6 +21,14 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(String, u16), u64>>,
 }
 
+impl Metrics {
+    /// The request counts so far, by (endpoint, status).
+    #[cfg(test)]
+    pub fn snapshot(&self) -> BTreeMap<(String, u16), u64> {
+        self.requests.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 /// Counts every answer by endpoint (the route, or `other`) and status.
 pub async fn count(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let endpoint =
@@ -104,6 +112,20 @@ pub async fn metrics(State(st): State<Arc<AppState>>) -> Response {
         let _ = writeln!(out, "# HELP clip_wgpu_cache_entries Embeddings held in memory.");
         let _ = writeln!(out, "# TYPE clip_wgpu_cache_entries gauge");
         let _ = writeln!(out, "clip_wgpu_cache_entries {}", c.entries);
+        if let Some(g) = e.clip.gpu() {
+            // Constant after warm-up: nothing is created per batch (the soak checks these).
+            let s = g.stats();
+            for (name, help, n) in [
+                ("buffers", "GPU buffers created since start.", s.buffers_created),
+                ("bind_groups", "GPU bind groups created since start.", s.bind_groups_created),
+                ("pipelines", "GPU compute pipelines created since start.", s.pipelines_created),
+                ("submits", "GPU command buffers submitted.", s.submits),
+            ] {
+                let _ = writeln!(out, "# HELP clip_wgpu_gpu_{name}_total {help}");
+                let _ = writeln!(out, "# TYPE clip_wgpu_gpu_{name}_total counter");
+                let _ = writeln!(out, "clip_wgpu_gpu_{name}_total {n}");
+            }
+        }
         let _ = writeln!(out, "# HELP clip_wgpu_info The engine and device serving.");
         let _ = writeln!(out, "# TYPE clip_wgpu_info gauge");
         let device = match e.clip.device() {

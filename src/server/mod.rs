@@ -231,11 +231,18 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/classify", post(api::classify))
         .route("/metrics", get(metrics::metrics))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), api::auth));
-    Router::new()
+    let routes = Router::new()
         .route("/health", get(api::health))
         .merge(protected)
         .fallback(api::not_found)
-        .method_not_allowed_fallback(api::method_not_allowed)
+        .method_not_allowed_fallback(api::method_not_allowed);
+    layers(routes, state)
+}
+
+/// What wraps every route: the body limit, panics turned into a 500 for their request alone,
+/// the request counts of /metrics, tracing.
+fn layers(routes: Router<Arc<AppState>>, state: Arc<AppState>) -> Router {
+    routes
         // multipart reads the (already bounded) body in full
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(CatchPanicLayer::custom(api::panic_response))
@@ -278,5 +285,62 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    fn state() -> Arc<AppState> {
+        Arc::new(AppState {
+            config: ServeConfig::default(),
+            engine: OnceLock::new(),
+            metrics: metrics::Metrics::default(),
+            in_flight: Semaphore::new(4),
+            started: Instant::now(),
+        })
+    }
+
+    async fn call(app: &Router, path: &str) -> (StatusCode, serde_json::Value) {
+        let r = app.clone().oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap();
+        let status = r.status();
+        let bytes = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    }
+
+    /// A handler that panics answers 500 with OpenAI's error shape for its own request; the
+    /// same router goes on answering, and the 500 is counted.
+    #[test]
+    fn a_panic_is_a_500_for_its_request_alone() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let st = state();
+            let routes = Router::new()
+                .route(
+                    "/boom",
+                    get(|| async {
+                        if std::hint::black_box(true) {
+                            panic!("kaboom in a handler");
+                        }
+                        "unreachable"
+                    }),
+                )
+                .route("/fine", get(|| async { axum::Json(serde_json::json!({"ok": true})) }));
+            let app = layers(routes, st.clone());
+            let (status, body) = call(&app, "/boom").await;
+            assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+            let msg = body["error"]["message"].as_str().unwrap_or_default();
+            assert!(msg.contains("kaboom in a handler"), "{body}");
+            assert_eq!(body["error"]["type"], "server_error", "{body}");
+            let (status, body) = call(&app, "/fine").await;
+            assert_eq!((status, body["ok"].as_bool()), (StatusCode::OK, Some(true)));
+            let counts = st.metrics.snapshot();
+            assert_eq!(counts.get(&("/boom".to_string(), 500)), Some(&1), "{counts:?}");
+            assert_eq!(counts.get(&("/fine".to_string(), 200)), Some(&1), "{counts:?}");
+        });
     }
 }
