@@ -88,6 +88,11 @@ pub trait Processor: Send + Sync + 'static {
     /// (say, out of memory); the batcher retries its items in smaller batches, and a single
     /// item failing so gets the error.
     fn process(&self, batch: &[Self::Prepared]) -> Result<Vec<Result<Self::Output, ItemError>>, String>;
+    /// The most items a batch may hold right now, if less than the configured batch size
+    /// (memory pressure); asked before every batch. `None`: no limit of its own.
+    fn batch_cap(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// How a [`Batcher`] batches.
@@ -148,6 +153,8 @@ pub struct BatcherStats {
     pub shrinks: u64,
     /// The batch size in force now.
     pub batch_limit: usize,
+    /// Times the processor capped the batch size below it (memory pressure).
+    pub memory_caps: u64,
 }
 
 struct Pending<I, O> {
@@ -422,6 +429,24 @@ fn batch_loop<P: Processor>(s: &Shared<P>) {
             }
             let deadline = st.ready.iter().map(|p| p.since).min().expect("not empty") + s.config.max_wait;
             let now = Instant::now();
+            let limit = match s.processor.batch_cap() {
+                Some(cap) if cap.max(1) < limit => {
+                    let cap = cap.max(1);
+                    let mut stats = s.stats();
+                    if stats.batch_limit != cap {
+                        stats.batch_limit = cap;
+                        stats.memory_caps += 1;
+                    }
+                    cap
+                }
+                _ => {
+                    let mut stats = s.stats();
+                    if stats.batch_limit != limit {
+                        stats.batch_limit = limit;
+                    }
+                    limit
+                }
+            };
             if st.ready.len() >= limit || coming == 0 || now >= deadline || st.shutdown {
                 let n = st.ready.len().min(limit);
                 break st.ready.drain(..n).collect::<Vec<_>>();
@@ -501,6 +526,38 @@ impl ImageTower {
     }
 }
 
+/// The most images a CPU batch may hold with `available` bytes of memory free, when one image
+/// needs `per_image` bytes of activations: half of what is free goes to the batch (the rest is
+/// left to the system and to the batches of the other tower), and at least one image always
+/// goes.
+pub fn memory_cap(available: u64, per_image: u64) -> usize {
+    ((available / 2) / per_image.max(1)).clamp(1, usize::MAX as u64) as usize
+}
+
+/// Bytes of memory the CPU engine's activations take per image (the residual stream, the
+/// attention scores and the MLP's hidden layer, in f32, and the pixels), from the model's
+/// configuration.
+pub fn cpu_bytes_per_image(clip: &Clip) -> u64 {
+    let v = &clip.checkpoint().config.vision;
+    let (t, w) = (v.tokens() as u64, v.tower.width as u64);
+    let per_token = 4 * w + v.tower.mlp as u64 + v.tower.heads as u64 * t;
+    4 * (t * per_token + 3 * (v.image_size * v.image_size) as u64)
+}
+
+/// `MemAvailable` from /proc/meminfo (Linux), in bytes.
+fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
 impl Processor for ImageTower {
     type Input = (String, Vec<u8>);
     type Prepared = PreparedImage;
@@ -530,6 +587,15 @@ impl Processor for ImageTower {
             return Err(failed[0].to_string());
         }
         Ok(out.into_iter().map(|r| r.map_err(|e| ItemError::Engine(e.to_string()))).collect())
+    }
+
+    /// On the CPU, the batch shrinks when free memory would not hold it (on a GPU a batch too
+    /// big fails and is retried smaller).
+    fn batch_cap(&self) -> Option<usize> {
+        if self.clip.device() != crate::Device::Cpu {
+            return None;
+        }
+        Some(memory_cap(available_memory()?, cpu_bytes_per_image(&self.clip)))
     }
 }
 
@@ -686,6 +752,60 @@ mod tests {
         let batches = b.processor().batches.lock().unwrap().clone();
         assert_eq!(batches.len(), 2, "the 8 submissions went as one batch: {batches:?}");
         assert_eq!(batches[1].len(), 16);
+    }
+
+    /// A processor that says memory is short gets batches no bigger than its cap, and the
+    /// stats say so.
+    #[test]
+    fn batches_shrink_to_the_processors_memory_cap() {
+        struct Capped(Double);
+        impl Processor for Capped {
+            type Input = i64;
+            type Prepared = i64;
+            type Output = i64;
+            fn prepare(&self, x: i64) -> Result<i64, ItemError> {
+                self.0.prepare(x)
+            }
+            fn process(&self, batch: &[i64]) -> Result<Vec<Result<i64, ItemError>>, String> {
+                self.0.process(batch)
+            }
+            fn batch_cap(&self) -> Option<usize> {
+                Some(3)
+            }
+        }
+        let (gate_tx, gate_rx) = mpsc::channel();
+        let (ent_tx, ent_rx) = mpsc::channel();
+        let d = Double::new();
+        *d.gate.lock().unwrap() = Some(gate_rx);
+        *d.entered.lock().unwrap() = Some(ent_tx);
+        let b = Batcher::new(Capped(d), config(8, 100));
+        let first = b.submit(vec![0]).unwrap();
+        ent_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        let t = b.submit((1..=10).collect()).unwrap();
+        let t0 = Instant::now();
+        while b.shared.lock().ready.len() < 10 {
+            assert!(t0.elapsed() < Duration::from_secs(60));
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        release(&gate_tx, 100);
+        first.wait_blocking();
+        let out: Vec<i64> = t.wait_blocking().into_iter().map(|r| r.unwrap()).collect();
+        assert_eq!(out, (1..=10).map(|x| 2 * x).collect::<Vec<_>>());
+        let sizes: Vec<usize> = b.processor().0.batches.lock().unwrap().iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![1, 3, 3, 3, 1], "batches of at most the cap, 3");
+        let s = b.stats();
+        assert_eq!(s.batch_limit, 3);
+        assert!(s.memory_caps >= 1);
+    }
+
+    #[test]
+    fn memory_cap_arithmetic() {
+        // 8 GiB free, 1.2 MB per image (ViT-B/32): the configured 32 stands
+        assert!(memory_cap(8 << 30, 1_200_000) > 32);
+        // 300 MiB free, 38 MB per image (ViT-L/14-336): half of it holds 4 images
+        assert_eq!(memory_cap(300 << 20, 38_000_000), 4);
+        // nothing free: one image still goes
+        assert_eq!(memory_cap(0, 38_000_000), 1);
     }
 
     #[test]

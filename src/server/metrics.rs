@@ -101,6 +101,14 @@ pub async fn metrics(State(st): State<Arc<AppState>>) -> Response {
         for (tower, s) in &towers {
             let _ = writeln!(out, "clip_wgpu_items_cancelled_total{{tower=\"{tower}\"}} {}", s.cancelled);
         }
+        let _ = writeln!(
+            out,
+            "# HELP clip_wgpu_batch_memory_caps_total Times free memory capped the batch size below the configured one."
+        );
+        let _ = writeln!(out, "# TYPE clip_wgpu_batch_memory_caps_total counter");
+        for (tower, s) in &towers {
+            let _ = writeln!(out, "clip_wgpu_batch_memory_caps_total{{tower=\"{tower}\"}} {}", s.memory_caps);
+        }
         histograms(&mut out, &towers);
         let c = e.clip.cache_stats();
         let _ = writeln!(out, "# HELP clip_wgpu_cache_hits_total Embeddings found in the cache.");
