@@ -144,8 +144,8 @@ where
         let state = state.clone();
         tokio::task::spawn_blocking(move || -> Result<()> {
             let clip = Arc::new(load()?);
-            warm(&clip)?;
             let cfg = &state.config;
+            warm(&clip, if cfg.max_batch > 0 { cfg.max_batch } else { clip.batch_size() })?;
             let bc = |name: &str| BatcherConfig {
                 max_batch: if cfg.max_batch > 0 { cfg.max_batch } else { clip.batch_size() },
                 max_wait: cfg.max_wait,
@@ -254,8 +254,11 @@ fn layers(routes: Router<Arc<AppState>>, state: Arc<AppState>) -> Router {
 }
 
 /// One text and one image through both towers: the first real request does not pay for the
-/// lazy set-up (pipelines, the CPU engine's layout, thread pools).
-fn warm(clip: &Clip) -> Result<()> {
+/// lazy set-up (pipelines, the CPU engine's layout, thread pools). On a GPU, then one full
+/// batch of each tower (`max_batch` images, `max_batch` texts of the longest length), so the
+/// activation pools are made at their largest now and not grown under load: the GPU's buffers
+/// and bind groups stay constant from here on.
+fn warm(clip: &Clip, max_batch: usize) -> Result<()> {
     clip.encode_texts(&["a photo of a cat"])?;
     let img = image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([(x * 4) as u8, (y * 5) as u8, 128]));
     let mut png = Vec::new();
@@ -264,6 +267,13 @@ fn warm(clip: &Clip) -> Result<()> {
         .map_err(|e| Error::Invalid(format!("warm-up image: {e}")))?;
     let px = clip.preprocess_bytes("warm-up image", &png)?;
     clip.encode_pixels(&px, 1)?;
+    if clip.device() == crate::Device::Gpu && max_batch > 1 {
+        let px: Vec<f32> = px.iter().copied().cycle().take(px.len() * max_batch).collect();
+        clip.encode_pixels(&px, max_batch)?;
+        // the tokenizer cuts at the context length, the end token kept
+        let ids = clip.tokenizer().encode(&"a photo of a cat ".repeat(clip.checkpoint().config.text.context_length));
+        clip.encode_ids(&vec![ids; max_batch])?;
+    }
     Ok(())
 }
 
