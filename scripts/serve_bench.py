@@ -7,7 +7,14 @@ from `oha`, both measured in the same run and interleaved (reference, clip-wgpu,
 * 32 concurrent clients, one caption each to /v1/embeddings;
 * the same with one client (latency);
 * overload: 256 clients against `--max-queue 64` (503s with Retry-After; the 200s sampled
-  and checked equal to a calm answer; peak RSS from VmHWM).
+  and checked equal to a calm answer; peak RSS from VmHWM);
+* with `--infinity PATH/TO/infinity_emb` (from its own virtual environment: `pip install
+  "infinity-emb[server,torch,vision]" aiohttp`), the peer that batches CLIP requests
+  dynamically, on the same checkpoint (`--engine torch --device cpu`): 32 clients sending one
+  data-URL image each (infinity's /embeddings_image, clip-wgpu's /v1/embeddings), then one
+  caption each (/embeddings and /v1/embeddings). infinity reads the checkpoint through
+  transformers' CLIPProcessor, so the script gives it a copy of the model directory (weights
+  linked) with the processor's files and `architectures` in its config.
 
 clip-wgpu runs with its embedding cache off (`--cache-entries 0`): every request is encoded,
 as the reference does. Mean batch sizes come from /metrics. Only 127.0.0.1 is loaded; every
@@ -85,14 +92,18 @@ def metrics(url):
 
 def oha(url, body_file, clients, duration, extra=()):
     cmd = ["oha", "-z", f"{duration}s", "-c", str(clients), "-m", "POST", "-H", "Content-Type: application/json",
-           "-D", str(body_file), "--no-tui", "--output-format", "json", "-t", "120s", *extra, url]
+           "-D", str(body_file), "--no-tui", "--output-format", "json", "-t", "120s", "-w", *extra, url]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 300)
     if out.returncode != 0:
         sys.exit(f"oha failed: {out.stderr}")
     j = json.loads(out.stdout)
     s = j["summary"]
     lat = j.get("latencyPercentiles", {})
+    ok = j.get("statusCodeDistribution", {}).get("200", 0)
     return {
+        # answered 200 per second of the whole run (requests in flight at the deadline are
+        # waited for, `-w`, not counted as aborted)
+        "ok_per_s": ok / s["total"] if s.get("total") else None,
         "requests_per_s": s.get("requestsPerSec"),
         "success_rate": s.get("successRate"),
         "p50_ms": 1000 * lat["p50"] if lat.get("p50") is not None else None,
@@ -121,6 +132,25 @@ def start_clip(args, port, extra=()):
     return p, " ".join(cmd)
 
 
+def infinity_model(model, out, python):
+    """A directory infinity can load: the checkpoint's files linked, the config naming the
+    architecture, and CLIPProcessor's files (OpenAI CLIP's tokenizer and image processor)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for f in Path(model).iterdir():
+        if f.name != "config.json" and not (out / f.name).exists():
+            (out / f.name).symlink_to(f.resolve())
+    cfg = json.loads((Path(model) / "config.json").read_text())
+    cfg["architectures"] = ["CLIPModel"]
+    (out / "config.json").write_text(json.dumps(cfg, indent=1))
+    if not (out / "preprocessor_config.json").exists():
+        code = ("import sys\nfrom transformers import CLIPTokenizerFast, CLIPImageProcessor, CLIPProcessor\n"
+                "tok = CLIPTokenizerFast(tokenizer_file=sys.argv[1], bos_token='<|startoftext|>', "
+                "eos_token='<|endoftext|>', unk_token='<|endoftext|>', pad_token='<|endoftext|>', model_max_length=77)\n"
+                "CLIPProcessor(image_processor=CLIPImageProcessor(), tokenizer=tok).save_pretrained(sys.argv[2])\n")
+        subprocess.run([python, "-c", code, str(ROOT / "weights/tokenizer.json"), str(out)], check=True)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--bin", default=str(ROOT / "target/release/clip-wgpu"))
@@ -129,6 +159,8 @@ def main():
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--duration", type=int, default=20)
     ap.add_argument("--skip-overload", action="store_true")
+    ap.add_argument("--skip-reference", action="store_true", help="no seed-design service runs")
+    ap.add_argument("--infinity", help="infinity_emb executable: measure it too (see above)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -139,48 +171,114 @@ def main():
     emb_body = args.out / "embeddings.json"
     emb_body.write_text(json.dumps({"model": "clip", "input": "a photo of a cat"}))
 
-    clip_port, ref_port = 18080, 18081
-    clip, clip_cmd = start_clip(args, clip_port)
-    ref_cmd = [sys.executable, str(ROOT / "scripts/seed_service.py"), "--model", args.model, "--port", str(ref_port)]
-    ref = subprocess.Popen(ref_cmd, stdout=subprocess.DEVNULL, stderr=open(args.out / "reference.log", "w"))
-    results = {"clip_cmd": clip_cmd, "ref_cmd": " ".join(ref_cmd), "runs": []}
-    try:
-        clip_url, ref_url = f"http://127.0.0.1:{clip_port}", f"http://127.0.0.1:{ref_port}"
-        wait_ready(clip_url, clip)
-        wait_ready(ref_url, ref)
-        # warm both: a few of each request
-        for url in (clip_url, ref_url):
-            for _ in range(3):
-                http(url + "/score", score_body.read_bytes(), timeout=120)
-                http(url + "/v1/embeddings", emb_body.read_bytes(), timeout=120)
-        scenarios = [("score", score_body, 32), ("embeddings", emb_body, 32), ("score", score_body, 1),
-                     ("embeddings", emb_body, 1)]
-        for name, body, c in scenarios:
-            path = "/score" if name == "score" else "/v1/embeddings"
-            for which, url in (("reference", ref_url), ("clip-wgpu", clip_url)):
-                before = metrics(clip_url) if which == "clip-wgpu" else None
-                la = loadavg()
-                r = oha(url + path, body, c, args.duration)
-                r.update(service=which, endpoint=path, clients=c, loadavg_before=la, loadavg_after=loadavg())
-                if before is not None:
-                    after = metrics(clip_url)
-                    for tower in ("image", "text"):
-                        n = after.get(("clip_wgpu_batch_size_count", tower), 0) - before.get(("clip_wgpu_batch_size_count", tower), 0)
-                        s = after.get(("clip_wgpu_batch_size_sum", tower), 0) - before.get(("clip_wgpu_batch_size_sum", tower), 0)
+    results = {"runs": []}
+    if not args.skip_reference:
+        clip_port, ref_port = 18080, 18081
+        clip, clip_cmd = start_clip(args, clip_port)
+        ref_cmd = [sys.executable, str(ROOT / "scripts/seed_service.py"), "--model", args.model, "--port", str(ref_port)]
+        ref = subprocess.Popen(ref_cmd, stdout=subprocess.DEVNULL, stderr=open(args.out / "reference.log", "w"))
+        results.update(clip_cmd=clip_cmd, ref_cmd=" ".join(ref_cmd))
+        try:
+            clip_url, ref_url = f"http://127.0.0.1:{clip_port}", f"http://127.0.0.1:{ref_port}"
+            wait_ready(clip_url, clip)
+            wait_ready(ref_url, ref)
+            # warm both: a few of each request
+            for url in (clip_url, ref_url):
+                for _ in range(3):
+                    http(url + "/score", score_body.read_bytes(), timeout=120)
+                    http(url + "/v1/embeddings", emb_body.read_bytes(), timeout=120)
+            scenarios = [("score", score_body, 32), ("embeddings", emb_body, 32), ("score", score_body, 1),
+                         ("embeddings", emb_body, 1)]
+            for name, body, c in scenarios:
+                path = "/score" if name == "score" else "/v1/embeddings"
+                for which, url in (("reference", ref_url), ("clip-wgpu", clip_url)):
+                    before = metrics(clip_url) if which == "clip-wgpu" else None
+                    la = loadavg()
+                    r = oha(url + path, body, c, args.duration)
+                    r.update(service=which, endpoint=path, clients=c, loadavg_before=la, loadavg_after=loadavg())
+                    if before is not None:
+                        after = metrics(clip_url)
+                        for tower in ("image", "text"):
+                            n = after.get(("clip_wgpu_batch_size_count", tower), 0) - before.get(("clip_wgpu_batch_size_count", tower), 0)
+                            s = after.get(("clip_wgpu_batch_size_sum", tower), 0) - before.get(("clip_wgpu_batch_size_sum", tower), 0)
+                            if n > 0:
+                                r[f"mean_batch_{tower}"] = s / n
+                    print(json.dumps({k: v for k, v in r.items() if k != "command"}), flush=True)
+                    results["runs"].append(r)
+            results["rss_peak_mib_clip"] = rss_peak_mib(clip.pid)
+        finally:
+            for p in (clip, ref):
+                p.terminate()
+            for p in (clip, ref):
+                try:
+                    p.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        results["clip_exit_code_after_sigterm"] = clip.returncode
+
+    if args.infinity:
+        inf_port, clip_port = 18083, 18084
+        python = str(Path(args.infinity).parent / "python")
+        inf_dir = infinity_model(args.model, args.out / "infinity-model", python)
+        inf_cmd = [args.infinity, "v2", "--model-id", str(inf_dir), "--engine", "torch", "--device", "cpu",
+                   "--port", str(inf_port)]
+        inf = subprocess.Popen(inf_cmd, stdout=subprocess.DEVNULL, stderr=open(args.out / "infinity.log", "w"))
+        clip, clip_cmd = start_clip(args, clip_port)
+        results["infinity_cmd"] = " ".join(inf_cmd)
+        results["infinity_clip_cmd"] = clip_cmd
+        name = str(inf_dir).lstrip("/")
+        url_img = "data:image/jpeg;base64," + base64.b64encode(jpg).decode()
+        bodies = {
+            ("infinity", "image"): ("/embeddings_image", {"model": name, "input": [url_img]}),
+            ("infinity", "text"): ("/embeddings", {"model": name, "input": ["a photo of a cat"]}),
+            ("clip-wgpu", "image"): ("/v1/embeddings", {"model": "clip", "input": url_img}),
+            ("clip-wgpu", "text"): ("/v1/embeddings", {"model": "clip", "input": "a photo of a cat"}),
+        }
+        try:
+            inf_url, clip_url = f"http://127.0.0.1:{inf_port}", f"http://127.0.0.1:{clip_port}"
+            wait_ready(inf_url, inf)
+            wait_ready(clip_url, clip)
+            files = {}
+            for (svc, kind), (path, body) in bodies.items():
+                f = args.out / f"{svc}-{kind}.json"
+                f.write_text(json.dumps(body))
+                files[(svc, kind)] = f
+                url = inf_url if svc == "infinity" else clip_url
+                for _ in range(3):
+                    http(url + path, f.read_bytes(), timeout=300)
+            # the same embedding from both (the same model): a check that the comparison is fair
+            e = {svc: json.loads(http((inf_url if svc == "infinity" else clip_url) + bodies[(svc, "image")][0],
+                                      files[(svc, "image")].read_bytes(), timeout=300)[1])["data"][0]["embedding"]
+                 for svc in ("infinity", "clip-wgpu")}
+            if isinstance(e["clip-wgpu"], str):
+                import numpy as np
+                e["clip-wgpu"] = np.frombuffer(base64.b64decode(e["clip-wgpu"]), "<f4").tolist()
+            results["infinity_vs_clip_max_abs_diff"] = max(abs(a - b) for a, b in zip(e["infinity"], e["clip-wgpu"]))
+            for kind in ("image", "text"):
+                for svc in ("infinity", "clip-wgpu"):
+                    url = inf_url if svc == "infinity" else clip_url
+                    path = bodies[(svc, kind)][0]
+                    before = metrics(clip_url) if svc == "clip-wgpu" else None
+                    la = loadavg()
+                    r = oha(url + path, files[(svc, kind)], 32, args.duration)
+                    r.update(service=svc, endpoint=path, items=kind, clients=32, loadavg_before=la, loadavg_after=loadavg())
+                    if before is not None:
+                        after = metrics(clip_url)
+                        t = "image" if kind == "image" else "text"
+                        n = after.get(("clip_wgpu_batch_size_count", t), 0) - before.get(("clip_wgpu_batch_size_count", t), 0)
+                        sm = after.get(("clip_wgpu_batch_size_sum", t), 0) - before.get(("clip_wgpu_batch_size_sum", t), 0)
                         if n > 0:
-                            r[f"mean_batch_{tower}"] = s / n
-                print(json.dumps({k: v for k, v in r.items() if k != "command"}), flush=True)
-                results["runs"].append(r)
-        results["rss_peak_mib_clip"] = rss_peak_mib(clip.pid)
-    finally:
-        for p in (clip, ref):
-            p.terminate()
-        for p in (clip, ref):
-            try:
-                p.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                p.kill()
-    results["clip_exit_code_after_sigterm"] = clip.returncode
+                            r[f"mean_batch_{t}"] = sm / n
+                    print(json.dumps({k: v for k, v in r.items() if k != "command"}), flush=True)
+                    results.setdefault("infinity_runs", []).append(r)
+        finally:
+            for p in (inf, clip):
+                p.terminate()
+            for p in (inf, clip):
+                try:
+                    p.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    p.kill()
 
     if not args.skip_overload:
         port = 18082
