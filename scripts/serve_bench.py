@@ -161,6 +161,8 @@ def main():
     ap.add_argument("--skip-overload", action="store_true")
     ap.add_argument("--skip-reference", action="store_true", help="no seed-design service runs")
     ap.add_argument("--infinity", help="infinity_emb executable: measure it too (see above)")
+    ap.add_argument("--sweep-max-wait", help="comma-separated --max-wait-ms values: clip-wgpu alone under "
+                    "/score and /v1/embeddings at 32 clients and /score at 1 client, for each")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -279,6 +281,25 @@ def main():
                     p.wait(timeout=60)
                 except subprocess.TimeoutExpired:
                     p.kill()
+
+    if args.sweep_max_wait:
+        port = 18085
+        url = f"http://127.0.0.1:{port}"
+        for ms in [int(x) for x in args.sweep_max_wait.split(",")]:
+            p, cmd = start_clip(args, port, ("--max-wait-ms", str(ms)))
+            try:
+                wait_ready(url, p)
+                for _ in range(3):
+                    http(url + "/score", score_body.read_bytes(), timeout=120)
+                for path, body, c in (("/score", score_body, 32), ("/v1/embeddings", emb_body, 32), ("/score", score_body, 1)):
+                    r = oha(url + path, body, c, args.duration)
+                    r.update(service=f"clip-wgpu --max-wait-ms {ms}", max_wait_ms=ms, endpoint=path, clients=c,
+                             loadavg=loadavg())
+                    print(json.dumps({k: v for k, v in r.items() if k != "command"}), flush=True)
+                    results.setdefault("max_wait_sweep", []).append(r)
+            finally:
+                p.terminate()
+                p.wait(timeout=60)
 
     if not args.skip_overload:
         port = 18082
