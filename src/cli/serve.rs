@@ -77,7 +77,28 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
     }
 }
 
+/// glibc's malloc gives threads that allocate at once arenas of their own (up to 8 per core),
+/// and a long-running server whose threads (HTTP, decoding workers, one batch thread per
+/// tower, the encoder's pool) each touch buffers of every size keeps growing in resident
+/// memory as those arenas fragment: on lavapipe, +5 % over 14 minutes before it levelled off;
+/// with two arenas, flat from the third minute (benchmarks/serve/README.md). Two arenas, unless
+/// `MALLOC_ARENA_MAX` says otherwise.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn limit_malloc_arenas() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets a parameter of glibc's allocator; it is called before the
+        // server starts its threads, and M_ARENA_MAX takes any positive count.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn limit_malloc_arenas() {}
+
 pub fn serve(a: ServeArgs) -> Result<ExitCode, Error> {
+    limit_malloc_arenas();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CLIP_WGPU_LOG")
