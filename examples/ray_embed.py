@@ -28,13 +28,14 @@ import time
 class Embedder:
     """One actor: one Clip, loaded once, used for every batch of shards the actor gets."""
 
-    def __init__(self, model, device, precision, threads):
+    def __init__(self, model, device, precision, threads, stats=None):
         if threads:
             # the engine's thread pool is sized on first use: before any encoding
             os.environ["RAYON_NUM_THREADS"] = str(threads)
         import clip_wgpu
 
         self.clip = clip_wgpu.Clip(model=model, device=device, precision=precision)
+        self.stats, self.rows = stats, 0
 
     def __call__(self, batch):
         import numpy as np
@@ -54,6 +55,9 @@ class Embedder:
         for i, msg in failed:
             print(f"ray_embed: {shards[i]}:{keys[i]}: {msg}", file=sys.stderr)
         good = [i for i in range(len(keys)) if i not in bad]
+        self.rows += len(good)
+        if self.stats:
+            write_stats(self.stats, self.rows)
         d = self.clip.embed_dim
         values = pa.array(np.ascontiguousarray(emb, dtype=np.float32).reshape(-1), type=pa.float32())
         return pa.table(
@@ -65,6 +69,25 @@ class Embedder:
                 "embedding": pa.FixedSizeListArray.from_arrays(values, d),
             }
         )
+
+
+def write_stats(directory, rows):
+    """This actor's peak resident memory (VmHWM) and rows so far, as DIRECTORY/actor-PID.json."""
+    import json
+
+    peak_kb = 0
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    peak_kb = int(line.split()[1])
+    except OSError:  # not Linux
+        import resource
+
+        peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, f"actor-{os.getpid()}.json"), "w") as f:
+        json.dump({"pid": os.getpid(), "peak_rss_mb": peak_kb / 1024, "rows": rows}, f)
 
 
 def main(argv=None):
@@ -79,6 +102,7 @@ def main(argv=None):
     p.add_argument("--num-cpus", type=float, default=1, help="CPUs Ray reserves per actor")
     p.add_argument("--threads", type=int, default=0, help="engine threads per actor (0: one per core)")
     p.add_argument("--shards-per-batch", type=int, default=1, help="shards an actor embeds per call")
+    p.add_argument("--stats", default=None, help="a directory where each actor writes its peak memory")
     p.add_argument("--address", default=None, help="a Ray cluster (default: $RAY_ADDRESS, else a local instance)")
     a = p.parse_args(argv)
 
@@ -91,7 +115,7 @@ def main(argv=None):
     ds = ray.data.read_binary_files(a.shards, include_paths=True, file_extensions=["tar"], num_cpus=0.1)
     ds = ds.map_batches(
         Embedder,
-        fn_constructor_args=(a.model, a.device, a.precision, a.threads),
+        fn_constructor_args=(a.model, a.device, a.precision, a.threads, a.stats),
         batch_size=a.shards_per_batch,
         batch_format="numpy",
         concurrency=a.concurrency,
