@@ -1,6 +1,6 @@
 """Embed a directory of WebDataset shards with clip-wgpu on Ray Data, and write Parquet.
 
-Each shard is read as one binary file; a pool of actors (``--concurrency N``), each holding one
+Each shard is read as one binary file; a pool of actors (``--concurrency N``: ``ActorPoolStrategy(size=N)``), each holding one
 ``clip_wgpu.Clip`` for its lifetime, splits shards into samples (grouped by key, as
 ``webdataset`` does), embeds their images and writes rows with the schema of
 ``clip-wgpu embed --format parquet``: ``input`` (the sample's key), ``kind``, ``shard``,
@@ -118,7 +118,8 @@ def main(argv=None):
         fn_constructor_args=(a.model, a.device, a.precision, a.threads, a.stats),
         batch_size=a.shards_per_batch,
         batch_format="numpy",
-        concurrency=a.concurrency,
+        # a fixed pool of N actors (`concurrency=N` in Ray releases before 2.51)
+        compute=ray.data.ActorPoolStrategy(size=a.concurrency),
         num_cpus=a.num_cpus,
         num_gpus=a.num_gpus,
     )

@@ -6,7 +6,7 @@ between their embeddings (row by row, by key) and each actor's peak resident mem
         --images 2000 --shards 20 --concurrency 2
 
 Needs the clip_wgpu package (pip install ./python), ray[data], pyarrow and Pillow. The images
-are synthetic JPEGs (smooth colour fields with noise, 320-640 px wide, quality 90), made once
+are synthetic JPEGs (random colour fields upscaled bicubically to 320-640 × 240-480 px, quality 90), made once
 into --work. Times: the command line's wall time (model load included); Ray's from the
 pipeline's start to the last Parquet file (actors' model loads included; `ray.init` not).
 """
@@ -40,11 +40,9 @@ def make_shards(directory, n_images, n_shards, seed=0):
         with tarfile.open(directory / f"{s:05d}.tar", "w") as t:
             for _ in range(per):
                 w, h = int(rng.integers(320, 640)), int(rng.integers(240, 480))
-                y, x = np.mgrid[0:h, 0:w]
-                base = np.stack([(x * rng.uniform(0.2, 1) + y * rng.uniform(0, 0.5)) % 256 for _ in range(3)], -1)
-                px = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+                small = rng.integers(0, 256, (int(rng.integers(6, 24)), int(rng.integers(6, 24)), 3), dtype=np.uint8)
                 buf = io.BytesIO()
-                Image.fromarray(px).save(buf, "JPEG", quality=90)
+                Image.fromarray(small).resize((w, h), Image.BICUBIC).save(buf, "JPEG", quality=90)
                 for ext, data in [("jpg", buf.getvalue()), ("txt", f"synthetic image {k}".encode())]:
                     info = tarfile.TarInfo(f"{k:09d}.{ext}")
                     info.size = len(data)
