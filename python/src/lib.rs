@@ -128,17 +128,17 @@ fn pixels_from_pil(obj: &Bound<'_, PyAny>) -> PyResult<Item> {
     let img = if mode == target { obj.clone() } else { obj.call_method1("convert", (target,))? };
     let (w, h): (u32, u32) = img.getattr("size")?.extract()?;
     let data: Vec<u8> = img.call_method0("tobytes")?.cast::<PyBytes>()?.as_bytes().to_vec();
-    let bad = || PyValueError::new_err(format!("a {w}x{h} {target} image with {} bytes", data.len()));
+    let n = data.len();
     let im = if has_alpha {
-        image::RgbaImage::from_raw(w, h, data.clone()).map(image::DynamicImage::ImageRgba8)
+        image::RgbaImage::from_raw(w, h, data).map(image::DynamicImage::ImageRgba8)
     } else {
-        image::RgbImage::from_raw(w, h, data.clone()).map(image::DynamicImage::ImageRgb8)
+        image::RgbImage::from_raw(w, h, data).map(image::DynamicImage::ImageRgb8)
     };
-    im.map(Item::Pixels).ok_or_else(bad)
+    im.map(Item::Pixels).ok_or_else(|| PyValueError::new_err(format!("a {w}x{h} {target} image with {n} bytes")))
 }
 
 /// The items of a Python iterable, each an [`Item`] or the message saying why it is not one.
-fn collect_items(items: &Bound<'_, PyAny>) -> PyResult<Vec<(String, Result<Item, String>)>> {
+fn collect_items(items: &Bound<'_, PyAny>) -> PyResult<Items> {
     if items.cast::<PyString>().is_ok() || items.cast::<PyBytes>().is_ok() {
         return Err(PyTypeError::new_err(
             "embed_images takes a list of images (paths, bytes, PIL images, arrays); wrap a single one in a list",
@@ -214,11 +214,15 @@ struct PyClip {
 }
 
 type Embedded = Vec<Result<Vec<f32>, String>>;
+/// `(index, message)` of each bad item.
+type Failures = Vec<(usize, String)>;
+/// Python items, each turned into an [`Item`] or the reason it is not one.
+type Items = Vec<(String, Result<Item, String>)>;
 
 impl PyClip {
     /// Embeds image items (GIL released): one result per item, errors as messages naming the
     /// item. Worked through in slices so the pixels held at once stay bounded.
-    fn embed_items(&self, py: Python<'_>, items: Vec<(String, Result<Item, String>)>) -> Embedded {
+    fn embed_items(&self, py: Python<'_>, items: Items) -> Embedded {
         py.detach(|| {
             let clip = &self.clip;
             let (size, variant) = (clip.image_size(), self.variant);
@@ -254,7 +258,7 @@ impl PyClip {
         py: Python<'py>,
         results: Embedded,
         errors: Errors,
-    ) -> PyResult<(Bound<'py, PyArray2<f32>>, Vec<(usize, String)>)> {
+    ) -> PyResult<(Bound<'py, PyArray2<f32>>, Failures)> {
         let d = self.clip.embed_dim();
         let mut flat = Vec::with_capacity(results.len() * d);
         let mut failed = Vec::new();
@@ -300,28 +304,25 @@ impl PyClip {
         py: Python<'_>,
         images: &Bound<'_, PyAny>,
         errors: Errors,
-    ) -> PyResult<(Vec<usize>, Vec<Vec<f32>>, Vec<(usize, String)>)> {
+    ) -> PyResult<(Vec<Vec<f32>>, Failures)> {
         let items = collect_items(images)?;
         let results = self.embed_items(py, items);
-        let (mut good, mut rows, mut failed) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut rows, mut failed) = (Vec::new(), Vec::new());
         for (i, r) in results.into_iter().enumerate() {
             match r {
-                Ok(e) => {
-                    good.push(i);
-                    rows.push(e)
-                }
+                Ok(e) => rows.push(e),
                 Err(m) if errors == Errors::Raise => return Err(PyValueError::new_err(m)),
                 Err(m) => failed.push((i, m)),
             }
         }
-        Ok((good, rows, failed))
+        Ok((rows, failed))
     }
 }
 
 fn with_failures<'py>(
     py: Python<'py>,
     value: Bound<'py, PyAny>,
-    failed: Vec<(usize, String)>,
+    failed: Failures,
     errors: Errors,
 ) -> PyResult<Bound<'py, PyAny>> {
     match errors {
@@ -344,6 +345,7 @@ impl PyClip {
     /// preprocess: "hf" (transformers' CLIPImageProcessor) or "openai" (clip.load's).
     /// notices: print one-line notices (fallbacks) on stderr.
     #[new]
+    #[allow(clippy::too_many_arguments)]
     #[pyo3(signature = (model=None, device="auto", precision="auto", batch_size=None, preprocess="hf", *, notices=false, cache_entries=16384))]
     fn new(
         py: Python<'_>,
@@ -495,7 +497,7 @@ impl PyClip {
         let d = self.clip.embed_dim();
         let txt = self.encode_texts(py, prompts)?;
         let scale = self.clip.logit_scale();
-        let (_good, rows, failed) = self.image_rows(py, images, errors)?;
+        let (rows, failed) = self.image_rows(py, images, errors)?;
         let out = PyList::empty(py);
         for e in rows {
             let logits: Vec<f32> = txt.chunks(d).map(|t| scale * clip_wgpu::cosine(&e, t)).collect();

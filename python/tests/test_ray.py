@@ -11,6 +11,7 @@ import pytest
 from conftest import ROOT, TINY, cli_parquet, make_shards
 
 pytest.importorskip("ray")
+pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
 
@@ -41,7 +42,11 @@ def test_ray_example_matches_the_command_line(cli, tmp_path):
     assert "000000007" in r.stderr  # the corrupt sample is reported
     table = pq.read_table(out)
     cli_rows, cli_table = cli_parquet(cli, tmp_path, [str(s) for s in shards])
-    assert table.schema.field("embedding").type == cli_table.schema.field("embedding").type
+    # fixed_size_list<float32>[D] on both sides (pyarrow's writer names the child `element`,
+    # arrow-rs's `item`)
+    ours, theirs = table.schema.field("embedding").type, cli_table.schema.field("embedding").type
+    assert isinstance(ours, pa.FixedSizeListType) and ours.list_size == theirs.list_size == 16
+    assert ours.value_type == theirs.value_type == pa.float32()
     assert [f.name for f in table.schema] == [f.name for f in cli_table.schema]
     rows = table.to_pylist()
     assert sorted(r["input"] for r in rows) == sorted(cli_rows) and len(rows) == 19

@@ -66,7 +66,7 @@ pub enum EmbedFormat {
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub(super) enum Dtype {
+pub enum Dtype {
     F32,
     F16,
 }
