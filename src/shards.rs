@@ -146,10 +146,8 @@ pub fn read_shard(
         }
         let name = entry.path().map_err(|e| err(&e))?.to_string_lossy().into_owned();
         let Some((key, ext)) = split_member(&name) else { continue };
-        if current.as_ref().is_some_and(|s| s.key != key) {
-            if !emit(current.take().expect("a current sample")) {
-                return Ok(());
-            }
+        if current.as_ref().is_some_and(|s| s.key != key) && !emit(current.take().expect("a current sample")) {
+            return Ok(());
         }
         let s = current.get_or_insert_with(|| Sample {
             shard: shard.to_path_buf(),
