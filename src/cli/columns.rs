@@ -115,6 +115,8 @@ mod imp {
         }
     }
 
+    // one value per run: its size does not matter
+    #[allow(clippy::large_enum_variant)]
     enum Kind {
         /// One Parquet file with the embeddings.
         Parquet(Parquet),

@@ -92,7 +92,7 @@ enum Writer {
     Json { out: Sink, n: usize },
     Jsonl { out: Sink },
     Npy { npy: NpyWriter, index: BufWriter<AtomicFile>, index_path: PathBuf },
-    Columns(ColumnsWriter),
+    Columns(Box<ColumnsWriter>),
 }
 
 impl Writer {
@@ -202,9 +202,11 @@ pub fn embed(a: EmbedArgs) -> Result<ExitCode, Error> {
     let txt = clip.encode_texts(&texts)?;
     let d = clip.embed_dim();
     let mut w = match (&npy_prefix, &a.output) {
-        (None, Some(out)) if a.format == EmbedFormat::Parquet => Writer::Columns(ColumnsWriter::parquet(out, d)?),
+        (None, Some(out)) if a.format == EmbedFormat::Parquet => {
+            Writer::Columns(Box::new(ColumnsWriter::parquet(out, d)?))
+        }
         (None, Some(out)) if a.format == EmbedFormat::ClipRetrieval => {
-            Writer::Columns(ColumnsWriter::clip_retrieval(out, d)?)
+            Writer::Columns(Box::new(ColumnsWriter::clip_retrieval(out, d)?))
         }
         (Some((container, prefix)), _) => {
             let with = |ext: &str| PathBuf::from(format!("{}.{ext}", prefix.display()));
