@@ -9,7 +9,8 @@
 //! Cargo features: `cli` (default) builds the `clip-wgpu` command line and brings clap,
 //! indicatif, ctrlc, csv and glob; `download` (default) fetches the default checkpoint
 //! through hf-hub; `libjpeg` (default) decodes JPEG with libjpeg-turbo, exactly as Pillow
-//! does. A program embedding the library needs none of the first two:
+//! does; `webdataset` (with `cli`) reads WebDataset `.tar` shards (`shards`); `parquet`
+//! (default) writes the command line's Parquet output. A program embedding the library needs none of the first two:
 //! `clip-wgpu = { version = "0.1", default-features = false, features = ["libjpeg"] }`.
 
 pub mod batcher;
@@ -23,6 +24,8 @@ pub mod pipeline;
 pub mod preprocess;
 #[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "webdataset")]
+pub mod shards;
 pub mod text;
 
 pub use cache::EngineKind;

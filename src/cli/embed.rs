@@ -1,5 +1,6 @@
-//! `embed`: L2-normalised embeddings as JSON (the original contract), JSONL, or a matrix
-//! (`.npy` or `.safetensors`) with a JSONL index of its rows, streamed through the pipeline.
+//! `embed`: L2-normalised embeddings as JSON (the original contract), JSONL, a matrix
+//! (`.npy` or `.safetensors`) with a JSONL index of its rows, Parquet, or clip-retrieval's
+//! layout (see `columns`), streamed through the pipeline.
 
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use serde_json::json;
 use clip_wgpu::pipeline::Pipeline;
 use clip_wgpu::Error;
 
+use super::columns::{ColumnsWriter, Row};
 use super::inputs::{ImageArgs, ImageInput, TextArgs};
 use super::output::{io_err, AtomicFile, Sink};
 use super::{exit_code, load, ModelArgs, Progress};
@@ -28,7 +30,8 @@ pub struct EmbedArgs {
     #[arg(long, value_enum, default_value_t = EmbedFormat::Json)]
     pub format: EmbedFormat,
     /// json/jsonl: write to FILE (atomically) instead of stdout. npy/safetensors: required,
-    /// the PREFIX of PREFIX.npy (or PREFIX.safetensors) and PREFIX.jsonl.
+    /// the PREFIX of PREFIX.npy (or PREFIX.safetensors) and PREFIX.jsonl. parquet: required,
+    /// the FILE. clip-retrieval: required, the DIRECTORY.
     #[arg(long, short, value_name = "FILE|PREFIX")]
     pub output: Option<PathBuf>,
     /// Element type of the .npy/.safetensors matrix.
@@ -52,6 +55,14 @@ pub enum EmbedFormat {
     /// PREFIX.safetensors: the same matrix as one tensor named `embeddings` (N×D), and the
     /// same PREFIX.jsonl index.
     Safetensors,
+    /// One Parquet file (--output FILE): columns `input` (path, shard sample key or text),
+    /// `kind`, `shard`, `caption` (nullable) and `embedding` (fixed_size_list<float32>[D]);
+    /// failed inputs have no row.
+    Parquet,
+    /// clip-retrieval's layout under --output DIR: img_emb/img_emb_0.npy,
+    /// text_emb/text_emb_0.npy (the samples' captions) and metadata/metadata_0.parquet
+    /// (`image_path`, `key`, `caption`), which autofaiss and embedding-reader read. Images only.
+    ClipRetrieval,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -67,6 +78,10 @@ struct Item<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     kind: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    shard: Option<&'a Path>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    caption: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     embedding: Option<&'a [f32]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
@@ -77,14 +92,23 @@ enum Writer {
     Json { out: Sink, n: usize },
     Jsonl { out: Sink },
     Npy { npy: NpyWriter, index: BufWriter<AtomicFile>, index_path: PathBuf },
+    Columns(Box<ColumnsWriter>),
 }
 
 impl Writer {
-    fn item(&mut self, kind: &'static str, input: &str, r: Result<&[f32], &str>) -> clip_wgpu::Result<()> {
+    /// One input's result; `sample`: the shard and caption of a WebDataset sample.
+    fn item(
+        &mut self,
+        kind: &'static str,
+        input: &str,
+        sample: Option<(&Path, Option<&str>)>,
+        r: Result<&[f32], &str>,
+    ) -> clip_wgpu::Result<()> {
         let (embedding, error) = match r {
             Ok(e) => (Some(e), None),
             Err(e) => (None, Some(e)),
         };
+        let (shard, caption) = (sample.map(|s| s.0), sample.and_then(|s| s.1));
         match self {
             Writer::Json { out, n } => {
                 let p = PathBuf::from("<output>");
@@ -92,22 +116,31 @@ impl Writer {
                     out.write_all(b",").map_err(|e| io_err(&p, e))?;
                 }
                 *n += 1;
-                serde_json::to_writer(out, &Item { input, kind: None, embedding, error }).map_err(|e| io_err(&p, e))
+                serde_json::to_writer(out, &Item { input, kind: None, shard, caption, embedding, error })
+                    .map_err(|e| io_err(&p, e))
             }
             Writer::Jsonl { out } => {
                 let p = PathBuf::from("<output>");
-                serde_json::to_writer(&mut *out, &Item { input, kind: Some(kind), embedding, error })
+                serde_json::to_writer(&mut *out, &Item { input, kind: Some(kind), shard, caption, embedding, error })
                     .map_err(|e| io_err(&p, e))?;
                 out.write_all(b"\n").map_err(|e| io_err(&p, e))
             }
             Writer::Npy { npy, index, index_path } => {
-                let line = match r {
+                let mut line = match r {
                     Ok(e) => json!({"row": npy.push(e)?, "input": input, "kind": kind}),
                     Err(err) => json!({"input": input, "kind": kind, "error": err}),
                 };
+                if let Some(s) = shard {
+                    line["shard"] = json!(s);
+                    line["caption"] = json!(caption);
+                }
                 serde_json::to_writer(&mut *index, &line).map_err(|e| io_err(index_path, e))?;
                 index.write_all(b"\n").map_err(|e| io_err(index_path, e))
             }
+            Writer::Columns(c) => match embedding {
+                Some(e) => c.push(Row { input, kind, shard, caption }, e),
+                None => Ok(()),
+            },
         }
     }
 
@@ -120,10 +153,11 @@ impl Writer {
         Ok(())
     }
 
-    fn flush(&mut self) -> clip_wgpu::Result<()> {
+    fn flush(&mut self, clip: &clip_wgpu::Clip) -> clip_wgpu::Result<()> {
         let r = match self {
             Writer::Json { out, .. } | Writer::Jsonl { out } => out.flush(),
             Writer::Npy { .. } => Ok(()),
+            Writer::Columns(c) => return c.end_batch(clip),
         };
         r.map_err(|e| io_err(Path::new("<output>"), e))
     }
@@ -149,13 +183,32 @@ pub fn embed(a: EmbedArgs) -> Result<ExitCode, Error> {
         }
         _ => None,
     };
+    let columns = matches!(a.format, EmbedFormat::Parquet | EmbedFormat::ClipRetrieval);
+    if columns && a.output.is_none() {
+        return Err(Error::Invalid(format!(
+            "--format {} needs --output {}",
+            if a.format == EmbedFormat::Parquet { "parquet" } else { "clip-retrieval" },
+            if a.format == EmbedFormat::Parquet { "FILE" } else { "DIRECTORY" }
+        )));
+    }
     let texts = a.texts.collect()?;
+    if a.format == EmbedFormat::ClipRetrieval && !texts.is_empty() {
+        return Err(Error::Invalid(
+            "--format clip-retrieval holds images and their captions; embed texts with --format parquet or npy".into(),
+        ));
+    }
     let clip = load(&a.model, a.quiet)?;
     // texts first: a fatal problem shows before any image work
     let txt = clip.encode_texts(&texts)?;
     let d = clip.embed_dim();
-    let mut w = match &npy_prefix {
-        Some((container, prefix)) => {
+    let mut w = match (&npy_prefix, &a.output) {
+        (None, Some(out)) if a.format == EmbedFormat::Parquet => {
+            Writer::Columns(Box::new(ColumnsWriter::parquet(out, d)?))
+        }
+        (None, Some(out)) if a.format == EmbedFormat::ClipRetrieval => {
+            Writer::Columns(Box::new(ColumnsWriter::clip_retrieval(out, d)?))
+        }
+        (Some((container, prefix)), _) => {
             let with = |ext: &str| PathBuf::from(format!("{}.{ext}", prefix.display()));
             let index_path = with("jsonl");
             Writer::Npy {
@@ -164,7 +217,7 @@ pub fn embed(a: EmbedArgs) -> Result<ExitCode, Error> {
                 index_path,
             }
         }
-        None => {
+        _ => {
             let mut out = Sink::open(a.output.as_deref())?;
             if a.format == EmbedFormat::Json {
                 out.write_all(b"{\"images\":[").map_err(|e| io_err(Path::new("<output>"), e))?;
@@ -183,23 +236,24 @@ pub fn embed(a: EmbedArgs) -> Result<ExitCode, Error> {
             super::check_interrupted()?;
             progress.inc(batch.len());
             for (it, r) in batch {
+                let sample = it.shard().map(|s| (s, it.caption()));
                 match r {
-                    Ok(e) => w.item("image", &it.name, Ok(&e))?,
+                    Ok(e) => w.item("image", &it.name, sample, Ok(&e))?,
                     Err(err) => {
                         failed += 1;
                         let err = err.to_string();
                         progress.report(&it.name, &err);
-                        w.item("image", &it.name, Err(&err))?;
+                        w.item("image", &it.name, sample, Err(&err))?;
                     }
                 }
             }
-            w.flush()
+            w.flush(&clip)
         },
     )?;
     drop(progress);
     w.texts_begin()?;
     for (t, e) in texts.iter().zip(txt.chunks(d)) {
-        w.item("text", t, Ok(e))?;
+        w.item("text", t, None, Ok(e))?;
     }
     match w {
         Writer::Json { mut out, .. } => {
@@ -212,6 +266,12 @@ pub fn embed(a: EmbedArgs) -> Result<ExitCode, Error> {
             out.commit()?;
         }
         Writer::Jsonl { out } => out.commit()?,
+        Writer::Columns(c) => {
+            let what = c.commit(&clip)?;
+            if !a.quiet {
+                eprintln!("clip-wgpu: {what}");
+            }
+        }
         Writer::Npy { npy, index, index_path } => {
             let (path, rows) = npy.commit()?;
             index.into_inner().map_err(|e| io_err(&index_path, e.error()))?.commit()?;
@@ -230,7 +290,7 @@ pub fn embed(a: EmbedArgs) -> Result<ExitCode, Error> {
 
 /// Matrix files.
 #[derive(Clone, Copy)]
-enum Container {
+pub(super) enum Container {
     Npy,
     Safetensors,
 }
@@ -248,7 +308,7 @@ impl Container {
 /// 1.0): the header, reserved at the start, is filled in with the row count at the end.
 /// `.safetensors`: the rows go to an anonymous temporary file, copied after the header (whose
 /// length depends on the row count) at the end.
-struct NpyWriter {
+pub(super) struct NpyWriter {
     out: BufWriter<AtomicFile>,
     /// safetensors: the rows until the header is known
     rows_tmp: Option<BufWriter<std::fs::File>>,
@@ -262,7 +322,7 @@ struct NpyWriter {
 const NPY_HEADER: usize = 128;
 
 impl NpyWriter {
-    fn create(path: &Path, dim: usize, dtype: Dtype, container: Container) -> clip_wgpu::Result<NpyWriter> {
+    pub(super) fn create(path: &Path, dim: usize, dtype: Dtype, container: Container) -> clip_wgpu::Result<NpyWriter> {
         let mut out = BufWriter::new(AtomicFile::create(path)?);
         let rows_tmp = match container {
             Container::Npy => {
@@ -275,7 +335,7 @@ impl NpyWriter {
     }
 
     /// Appends a row; returns its index.
-    fn push(&mut self, row: &[f32]) -> clip_wgpu::Result<usize> {
+    pub(super) fn push(&mut self, row: &[f32]) -> clip_wgpu::Result<usize> {
         debug_assert_eq!(row.len(), self.dim);
         let w: &mut dyn Write = match &mut self.rows_tmp {
             Some(t) => t,
@@ -315,7 +375,7 @@ impl NpyWriter {
         out
     }
 
-    fn commit(mut self) -> clip_wgpu::Result<(PathBuf, usize)> {
+    pub(super) fn commit(mut self) -> clip_wgpu::Result<(PathBuf, usize)> {
         let path = self.path.clone();
         let err = |e: &dyn std::fmt::Display| io_err(&path, e);
         if let Some(tmp) = self.rows_tmp.take() {

@@ -1,6 +1,7 @@
 //! Where inputs come from: image paths, directories, globs, path lists and stdin, expanded
-//! lazily (a list of a million paths is read as it is consumed); texts and labels; aligned
-//! image/caption pairs files (CSV, TSV, JSONL).
+//! lazily (a list of a million paths is read as it is consumed), and WebDataset `.tar` shards
+//! (each sample one input, read as the shard is consumed); texts and labels; aligned
+//! image/caption pairs files (CSV, TSV, JSONL, or shards with their captions).
 
 use std::collections::{HashSet, VecDeque};
 use std::fs::File;
@@ -9,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
+use clip_wgpu::shards::{self, Sample, Shard};
 use clip_wgpu::{Clip, Error, PreparedImage};
 
 /// File extensions (lower case) that directories and globs are searched for.
@@ -18,7 +20,8 @@ pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "jpe", "jfif", "png", "gi
 pub struct ImageArgs {
     /// An image file, a directory (searched recursively for image files, in sorted order), a
     /// glob (quoted: 'photos/**/*.jpg'), or `-` to read paths from stdin, one per line.
-    /// Repeatable.
+    /// A WebDataset shard (`.tar`, named directly, by a glob or in a list; not found in
+    /// directories) gives one input per sample, named by its key. Repeatable.
     #[arg(long = "image", value_name = "FILE|DIR|GLOB|-")]
     pub images: Vec<String>,
     /// A file of image paths (or directories), one per line; `-` for stdin. Repeatable; read
@@ -35,7 +38,7 @@ impl ImageArgs {
     pub fn iter(&self) -> ImageIter {
         let mut specs: VecDeque<Spec> = self.images.iter().map(|s| Spec::Arg(s.clone())).collect();
         specs.extend(self.images_from.iter().map(|p| Spec::List(p.clone())));
-        ImageIter { specs, ready: VecDeque::new(), lines: None }
+        ImageIter { specs, ready: VecDeque::new(), lines: None, shard: None }
     }
 }
 
@@ -46,23 +49,43 @@ pub struct ImageInput {
     pub name: String,
     pub path: PathBuf,
     pub error: Option<String>,
+    /// A shard's sample: the sample (its key is `name`, its shard `path`).
+    pub sample: Option<Box<Sample>>,
+    /// A shard still to be opened (the iterator turns it into its samples).
+    shard: bool,
 }
 
 impl ImageInput {
     fn file(path: PathBuf) -> ImageInput {
-        ImageInput { name: path.display().to_string(), path, error: None }
+        let shard = shards::is_shard(&path);
+        ImageInput { name: path.display().to_string(), path, error: None, sample: None, shard }
     }
 
     fn failed(name: impl Into<String>, error: impl Into<String>) -> ImageInput {
         let name = name.into();
-        ImageInput { path: PathBuf::from(&name), name, error: Some(error.into()) }
+        ImageInput { path: PathBuf::from(&name), name, error: Some(error.into()), sample: None, shard: false }
+    }
+
+    fn from_sample(s: Sample) -> ImageInput {
+        ImageInput { name: s.key.clone(), path: s.shard.clone(), error: None, sample: Some(Box::new(s)), shard: false }
+    }
+
+    /// The caption a shard's sample carries.
+    pub fn caption(&self) -> Option<&str> {
+        self.sample.as_ref().and_then(|s| s.caption.as_deref())
+    }
+
+    /// The shard a sample comes from.
+    pub fn shard(&self) -> Option<&Path> {
+        self.sample.as_ref().map(|s| s.shard.as_path())
     }
 
     /// Reads the image and prepares it for the encoder (cached embedding or pixels).
     pub fn prepare(&self, clip: &Clip) -> clip_wgpu::Result<PreparedImage> {
-        match &self.error {
-            Some(e) => Err(Error::Io { path: self.path.clone(), msg: e.clone() }),
-            None => clip.prepare_file(&self.path),
+        match (&self.error, &self.sample) {
+            (Some(e), _) => Err(Error::Io { path: self.path.clone(), msg: e.clone() }),
+            (None, Some(s)) => clip.prepare_bytes(&s.path_name().display().to_string(), s.image_bytes()?),
+            (None, None) => clip.prepare_file(&self.path),
         }
     }
 }
@@ -79,6 +102,8 @@ pub struct ImageIter {
     specs: VecDeque<Spec>,
     ready: VecDeque<ImageInput>,
     lines: Option<(String, Lines)>,
+    /// The shard being read, and its path.
+    shard: Option<(PathBuf, Shard)>,
 }
 
 impl Iterator for ImageIter {
@@ -86,7 +111,25 @@ impl Iterator for ImageIter {
 
     fn next(&mut self) -> Option<ImageInput> {
         loop {
+            if let Some((path, shard)) = &mut self.shard {
+                match shard.next() {
+                    Some(Ok(s)) => return Some(ImageInput::from_sample(s)),
+                    Some(Err(e)) => {
+                        let name = path.display().to_string();
+                        self.shard = None;
+                        return Some(ImageInput::failed(name, e.to_string()));
+                    }
+                    None => self.shard = None,
+                }
+            }
             if let Some(x) = self.ready.pop_front() {
+                if x.shard {
+                    match Shard::open(&x.path) {
+                        Ok(s) => self.shard = Some((x.path, s)),
+                        Err(e) => return Some(ImageInput::failed(x.name, e.to_string())),
+                    }
+                    continue;
+                }
                 return Some(x);
             }
             if let Some((source, lines)) = &mut self.lines {
@@ -157,7 +200,7 @@ fn expand_arg(s: &str, out: &mut VecDeque<ImageInput>) {
                 found += 1;
                 expand_path(&p, out)
             }
-            Ok(p) if is_image(&p) => {
+            Ok(p) if is_image(&p) || shards::is_shard(&p) => {
                 found += 1;
                 out.push_back(ImageInput::file(p))
             }
@@ -324,6 +367,26 @@ pub fn read_pairs(path: &Path) -> clip_wgpu::Result<PairIter> {
                 })
             })))
         }
-        _ => Err(io(&"pairs files are .csv, .tsv or .jsonl (by extension)")),
+        // a WebDataset shard: each sample's image with its caption
+        "tar" => {
+            let shard = Shard::open(path)?;
+            let name = path.to_path_buf();
+            Ok(Box::new(shard.map(move |s| match s {
+                Ok(s) => {
+                    let text = s.caption.clone();
+                    let mut image = ImageInput::from_sample(s);
+                    if text.is_none() {
+                        image.error =
+                            Some("no caption in this sample (a .txt member, or a .json one with \"caption\")".into());
+                        image.path = image.sample.as_ref().map(|s| s.path_name()).unwrap_or_default();
+                    }
+                    Pair { image, text: text.unwrap_or_default() }
+                }
+                Err(e) => {
+                    Pair { image: ImageInput::failed(name.display().to_string(), e.to_string()), text: String::new() }
+                }
+            })))
+        }
+        _ => Err(io(&"pairs files are .csv, .tsv, .jsonl or a WebDataset .tar shard (by extension)")),
     }
 }

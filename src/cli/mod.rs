@@ -1,6 +1,7 @@
 //! The command line: arguments, model loading and the commands, one module each.
 
 mod classify;
+mod columns;
 mod embed;
 mod info;
 pub mod inputs;

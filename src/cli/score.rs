@@ -25,8 +25,9 @@ pub struct ScoreArgs {
     pub texts: TextArgs,
     /// Aligned image/caption pairs instead of images × texts: a .csv or .tsv with a header row
     /// naming an `image` column and a `text` (or `caption`) column, or a .jsonl of
-    /// `{"image": PATH, "text": STR}` objects. Relative image paths are from the current
-    /// directory.
+    /// `{"image": PATH, "text": STR}` objects, or a WebDataset shard (.tar: each sample's image
+    /// with its .txt caption, or its .json's "caption"). Relative image paths are from the
+    /// current directory.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["images", "images_from", "texts", "texts_from"])]
     pub pairs: Option<PathBuf>,
     /// Output format: a table; JSON `{"scores": [{"image","text","score","cosine","logit"}],

@@ -1,0 +1,136 @@
+"""Embed a directory of WebDataset shards with clip-wgpu on Ray Data, and write Parquet.
+
+Each shard is read as one binary file; a pool of actors (``--concurrency N``: ``ActorPoolStrategy(size=N)``), each holding one
+``clip_wgpu.Clip`` for its lifetime, splits shards into samples (grouped by key, as
+``webdataset`` does), embeds their images and writes rows with the schema of
+``clip-wgpu embed --format parquet``: ``input`` (the sample's key), ``kind``, ``shard``,
+``caption``, ``embedding`` (fixed_size_list<float32>[D]). Samples whose image cannot be used
+are left out and reported on stderr.
+
+On a laptop (a local Ray instance is started):
+
+    python examples/ray_embed.py --shards shards/ --output embeddings/ --concurrency 2
+
+On a Ray cluster, unchanged: run it on the head node, or point it at the cluster with
+``RAY_ADDRESS=ray://HEAD:10001``; the shards and the output must then be on storage every
+node reads (a shared file system, or s3://... / gs://... paths, which Ray Data reads and
+writes through pyarrow). ``--num-gpus 1`` gives each actor a GPU (clip-wgpu then runs on it
+through Vulkan/Metal/DX12); the model must be at the same path on every node (or in each
+node's Hugging Face cache).
+"""
+
+import argparse
+import os
+import sys
+import time
+
+
+class Embedder:
+    """One actor: one Clip, loaded once, used for every batch of shards the actor gets."""
+
+    def __init__(self, model, device, precision, threads, stats=None):
+        if threads:
+            # the engine's thread pool is sized on first use: before any encoding
+            os.environ["RAYON_NUM_THREADS"] = str(threads)
+        import clip_wgpu
+
+        self.clip = clip_wgpu.Clip(model=model, device=device, precision=precision)
+        self.stats, self.rows = stats, 0
+
+    def __call__(self, batch):
+        import numpy as np
+        import pyarrow as pa
+
+        import clip_wgpu
+
+        keys, shards, captions, images = [], [], [], []
+        for data, path in zip(batch["bytes"], batch["path"]):
+            for key, image, caption in clip_wgpu.read_webdataset(bytes(data), name=path):
+                keys.append(key)
+                shards.append(path)
+                captions.append(caption)
+                images.append(image if image is not None else b"")
+        emb, failed = self.clip.embed_images(images, errors="skip")
+        bad = {i for i, _ in failed}
+        for i, msg in failed:
+            print(f"ray_embed: {shards[i]}:{keys[i]}: {msg}", file=sys.stderr)
+        good = [i for i in range(len(keys)) if i not in bad]
+        self.rows += len(good)
+        if self.stats:
+            write_stats(self.stats, self.rows)
+        d = self.clip.embed_dim
+        values = pa.array(np.ascontiguousarray(emb, dtype=np.float32).reshape(-1), type=pa.float32())
+        return pa.table(
+            {
+                "input": pa.array([keys[i] for i in good], pa.string()),
+                "kind": pa.array(["image"] * len(good), pa.string()),
+                "shard": pa.array([shards[i] for i in good], pa.string()),
+                "caption": pa.array([captions[i] for i in good], pa.string()),
+                "embedding": pa.FixedSizeListArray.from_arrays(values, d),
+            }
+        )
+
+
+def write_stats(directory, rows):
+    """This actor's peak resident memory (VmHWM) and rows so far, as DIRECTORY/actor-PID.json."""
+    import json
+
+    peak_kb = 0
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    peak_kb = int(line.split()[1])
+    except OSError:  # not Linux
+        import resource
+
+        peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, f"actor-{os.getpid()}.json"), "w") as f:
+        json.dump({"pid": os.getpid(), "peak_rss_mb": peak_kb / 1024, "rows": rows}, f)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--shards", required=True, help="a directory of .tar shards (or a path/URI Ray Data reads)")
+    p.add_argument("--output", required=True, help="the directory the Parquet files are written to")
+    p.add_argument("--model", default=None, help="checkpoint path or name (default: $CLIP_WGPU_MODEL, the HF cache)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"])
+    p.add_argument("--precision", default="auto")
+    p.add_argument("--concurrency", type=int, default=2, help="actors, each with one Clip")
+    p.add_argument("--num-gpus", type=float, default=0, help="GPUs per actor (0: none)")
+    p.add_argument("--num-cpus", type=float, default=1, help="CPUs Ray reserves per actor")
+    p.add_argument("--threads", type=int, default=0, help="engine threads per actor (0: one per core)")
+    p.add_argument("--shards-per-batch", type=int, default=1, help="shards an actor embeds per call")
+    p.add_argument("--stats", default=None, help="a directory where each actor writes its peak memory")
+    p.add_argument("--address", default=None, help="a Ray cluster (default: $RAY_ADDRESS, else a local instance)")
+    a = p.parse_args(argv)
+
+    import ray
+
+    ray.init(address=a.address, ignore_reinit_error=True, log_to_driver=True)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    start = time.perf_counter()
+    ds = ray.data.read_binary_files(a.shards, include_paths=True, file_extensions=["tar"], num_cpus=0.1)
+    ds = ds.map_batches(
+        Embedder,
+        fn_constructor_args=(a.model, a.device, a.precision, a.threads, a.stats),
+        batch_size=a.shards_per_batch,
+        batch_format="numpy",
+        # a fixed pool of N actors (`concurrency=N` in Ray releases before 2.51)
+        compute=ray.data.ActorPoolStrategy(size=a.concurrency),
+        num_cpus=a.num_cpus,
+        num_gpus=a.num_gpus,
+    )
+    ds.write_parquet(a.output)
+    elapsed = time.perf_counter() - start
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(a.output, columns=["input"]).num_rows
+    print(f"ray_embed: {rows} rows in {elapsed:.2f} s ({rows / elapsed:.1f} images/s) -> {a.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""examples/ray_embed.py on a local Ray instance: every row equals the command line's for the
+same shards, and the Parquet has the command line's schema."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, TINY, cli_parquet, make_shards
+
+pytest.importorskip("ray")
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+
+
+def test_ray_example_matches_the_command_line(cli, tmp_path):
+    shards = make_shards(tmp_path / "shards", 4, 5, bad={7})
+    out = tmp_path / "ray_out"
+    env = dict(os.environ, RAY_ENABLE_UV_RUN_RUNTIME_ENV="0")
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "examples/ray_embed.py"),
+            "--shards", str(tmp_path / "shards"),
+            "--output", str(out),
+            "--model", str(TINY),
+            "--device", "cpu",
+            "--concurrency", "2",
+            "--num-cpus", "0.5",
+            "--stats", str(tmp_path / "stats"),
+            "--address", "local",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "ray_embed: 19 rows" in r.stdout, r.stdout[-2000:]
+    assert "000000007" in r.stderr  # the corrupt sample is reported
+    table = pq.read_table(out)
+    cli_rows, cli_table = cli_parquet(cli, tmp_path, [str(s) for s in shards])
+    # fixed_size_list<float32>[D] on both sides (pyarrow's writer names the child `element`,
+    # arrow-rs's `item`)
+    ours, theirs = table.schema.field("embedding").type, cli_table.schema.field("embedding").type
+    assert isinstance(ours, pa.FixedSizeListType) and ours.list_size == theirs.list_size == 16
+    assert ours.value_type == theirs.value_type == pa.float32()
+    assert [f.name for f in table.schema] == [f.name for f in cli_table.schema]
+    rows = table.to_pylist()
+    assert sorted(r["input"] for r in rows) == sorted(cli_rows) and len(rows) == 19
+    cli_by_key = {r["input"]: r for r in cli_table.to_pylist()}
+    for row in rows:
+        want = cli_rows[row["input"]]
+        assert np.abs(np.asarray(row["embedding"], np.float32) - want).max() <= 1e-6, row["input"]
+        assert row["caption"] == cli_by_key[row["input"]]["caption"]
+        assert os.path.basename(row["shard"]) == os.path.basename(cli_by_key[row["input"]]["shard"])
+    stats = list((tmp_path / "stats").glob("actor-*.json"))
+    assert 1 <= len(stats) <= 2

@@ -1,0 +1,111 @@
+"""Throughput of examples/ray_embed.py (Ray Data, N actors) against `clip-wgpu embed` over the
+same WebDataset shards, in one run: images/s of each, their ratio, the largest difference
+between their embeddings (row by row, by key) and each actor's peak resident memory.
+
+    python3 scripts/ray_vs_cli.py --model tests/fixtures/full --bin target/release/clip-wgpu \
+        --images 2000 --shards 20 --concurrency 2
+
+Needs the clip_wgpu package (pip install ./python), ray[data], pyarrow and Pillow. The images
+are synthetic JPEGs (random colour fields upscaled bicubically to 320-640 × 240-480 px, quality 90), made once
+into --work. Times: the command line's wall time (model load included); Ray's from the
+pipeline's start to the last Parquet file (actors' model loads included; `ray.init` not).
+"""
+
+import argparse
+import io
+import json
+import os
+import resource
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_shards(directory, n_images, n_shards, seed=0):
+    from PIL import Image
+
+    directory.mkdir(parents=True, exist_ok=True)
+    if len(list(directory.glob("*.tar"))) == n_shards:
+        return sorted(directory.glob("*.tar"))
+    rng = np.random.default_rng(seed)
+    per = n_images // n_shards
+    k = 0
+    for s in range(n_shards):
+        with tarfile.open(directory / f"{s:05d}.tar", "w") as t:
+            for _ in range(per):
+                w, h = int(rng.integers(320, 640)), int(rng.integers(240, 480))
+                small = rng.integers(0, 256, (int(rng.integers(6, 24)), int(rng.integers(6, 24)), 3), dtype=np.uint8)
+                buf = io.BytesIO()
+                Image.fromarray(small).resize((w, h), Image.BICUBIC).save(buf, "JPEG", quality=90)
+                for ext, data in [("jpg", buf.getvalue()), ("txt", f"synthetic image {k}".encode())]:
+                    info = tarfile.TarInfo(f"{k:09d}.{ext}")
+                    info.size = len(data)
+                    t.addfile(info, io.BytesIO(data))
+                k += 1
+    return sorted(directory.glob("*.tar"))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", required=True)
+    p.add_argument("--bin", default=str(ROOT / "target/release/clip-wgpu"))
+    p.add_argument("--images", type=int, default=2000)
+    p.add_argument("--shards", type=int, default=20)
+    p.add_argument("--concurrency", type=int, default=2)
+    p.add_argument("--threads", type=int, default=0, help="engine threads per actor (0: one per core)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--work", default="/tmp/ray_vs_cli")
+    a = p.parse_args()
+    import pyarrow.parquet as pq
+
+    work = Path(a.work)
+    shards = make_shards(work / "shards", a.images, a.shards)
+    print(f"load average before: {os.getloadavg()}", flush=True)
+
+    cli_out = work / "cli.parquet"
+    args = [a.bin, "embed", "--model", a.model, "--device", a.device, "--quiet", "--format", "parquet"]
+    args += ["--output", str(cli_out)] + [x for s in shards for x in ("--image", str(s))]
+    t = time.perf_counter()
+    subprocess.run(args, check=True)
+    cli_s = time.perf_counter() - t
+    cli_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    cli = pq.read_table(cli_out).to_pylist()
+    print(f"cli: {len(cli)} images in {cli_s:.2f} s = {len(cli) / cli_s:.1f} images/s, peak RSS {cli_rss:.0f} MB")
+    print(f"load average after the cli: {os.getloadavg()}", flush=True)
+
+    ray_out, stats = work / "ray_out", work / "ray_stats"
+    for d in (ray_out, stats):
+        subprocess.run(["rm", "-rf", str(d)], check=True)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "examples/ray_embed.py"), "--shards", str(work / "shards"), "--output", str(ray_out)]
+        + ["--model", a.model, "--device", a.device, "--concurrency", str(a.concurrency), "--threads", str(a.threads)]
+        + ["--num-cpus", str(max(0.1, (os.cpu_count() or 2) / a.concurrency - 0.1)), "--stats", str(stats)]
+        + ["--address", "local"],
+        capture_output=True,
+        text=True,
+    )
+    if r.returncode != 0:
+        sys.exit(r.stdout[-3000:] + r.stderr[-3000:])
+    line = [x for x in r.stdout.splitlines() if x.startswith("ray_embed:")][-1]
+    ray_s = float(line.split(" in ")[1].split(" s")[0])
+    ray = pq.read_table(ray_out).to_pylist()
+    print(f"ray: {len(ray)} images in {ray_s:.2f} s = {len(ray) / ray_s:.1f} images/s ({a.concurrency} actors)")
+    print(f"load average after ray: {os.getloadavg()}")
+    for f in sorted(stats.glob("actor-*.json")):
+        s = json.loads(f.read_text())
+        print(f"  actor pid {s['pid']}: {s['rows']} rows, peak RSS {s['peak_rss_mb']:.0f} MB")
+    by_key = {x["input"]: np.asarray(x["embedding"], np.float32) for x in cli}
+    diff = max(float(np.abs(np.asarray(x["embedding"], np.float32) - by_key[x["input"]]).max()) for x in ray)
+    same = sorted(by_key) == sorted(x["input"] for x in ray)
+    print(f"same rows: {same}; max abs difference ray vs cli: {diff:.3g}")
+    print(f"ray / cli throughput: {(len(ray) / ray_s) / (len(cli) / cli_s):.3f}")
+
+
+if __name__ == "__main__":
+    main()
