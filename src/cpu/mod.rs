@@ -5,6 +5,7 @@
 //! instruction-set level is chosen at run time ([`isa`]). It is the reference the GPU backend
 //! is validated against.
 
+pub mod auto;
 pub mod gemm;
 pub mod gemm_f32;
 pub mod gemm_i8;
@@ -107,13 +108,22 @@ impl Prepared {
                 (id, weight)
             })
             .collect();
-        let kernels = match (precision, lowp) {
+        Prepared { precision, isa, weights, kernels: Self::kernels_for(precision, isa) }
+    }
+
+    /// The kernels the transformer layers' products run on for `precision` at `isa`, in words.
+    pub fn kernels_for(precision: CpuPrecision, isa: Isa) -> String {
+        let lowp = match precision {
+            CpuPrecision::F32 => None,
+            CpuPrecision::Bf16 => isa.lowp_engine(gemm_lowp::Kind::Bf16).map(|e| (gemm_lowp::Kind::Bf16, e)),
+            CpuPrecision::Int8 => isa.lowp_engine(gemm_lowp::Kind::Int8).map(|e| (gemm_lowp::Kind::Int8, e)),
+        };
+        match (precision, lowp) {
             (_, Some((kind, engine))) => engine.instruction(kind).to_string(),
-            (CpuPrecision::F32, _) if crate_f32 => "gemm crate f32".to_string(),
+            (CpuPrecision::F32, _) if matches!(isa, Isa::Avx512 | Isa::Amx | Isa::Neon) => "gemm crate f32".into(),
             (p, _) if isa.avx2_kernels() => format!("AVX2 {p} panels"),
             (p, _) => format!("portable {p} panels"),
-        };
-        Prepared { precision, isa, weights, kernels }
+        }
     }
 
     /// The kernels the transformer layers' products run on, in words (`AMX tdpbssd`, …).
