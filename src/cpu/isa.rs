@@ -16,6 +16,9 @@
 
 use std::sync::OnceLock;
 
+/// AVX-512 f32: the packed-panel kernels (true) or the `gemm` crate (false) by default.
+const PACKED_F32_DEFAULT: bool = false;
+
 /// An instruction-set level of the CPU kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -121,6 +124,28 @@ impl Isa {
     /// Whether the hand-written AVX2+FMA kernels may run at this level (on this machine).
     pub(crate) fn avx2_kernels(self) -> bool {
         matches!(self, Isa::Avx2 | Isa::Avx512 | Isa::Amx) && has_avx2_fma()
+    }
+
+    /// Whether f32 products go to the `gemm` crate at this level (`avx512`, `amx`, `neon`)
+    /// rather than the packed-panel kernels. `CLIP_WGPU_CPU_F32=gemm|packed` overrides it on
+    /// AVX-512 machines (read once per process; for measuring one against the other).
+    pub fn f32_gemm_crate(self) -> bool {
+        static PACKED: OnceLock<Option<bool>> = OnceLock::new();
+        let forced = *PACKED.get_or_init(|| match std::env::var("CLIP_WGPU_CPU_F32").as_deref() {
+            Ok("packed") => Some(true),
+            Ok("gemm") => Some(false),
+            _ => None,
+        });
+        match self {
+            Isa::Neon => true,
+            Isa::Avx512 | Isa::Amx => !forced.unwrap_or(PACKED_F32_DEFAULT),
+            _ => false,
+        }
+    }
+
+    /// Whether the packed-panel AVX-512 f32 microkernel runs at this level (on this machine).
+    pub(crate) fn avx512_kernels(self) -> bool {
+        matches!(self, Isa::Avx512 | Isa::Amx) && Isa::Avx512.available()
     }
 
     /// The engine of the reduced-precision kernels at this level for `kind`, if this machine

@@ -82,7 +82,7 @@ impl Prepared {
         }
         lins.sort_by_key(|l| l.0 .0);
         lins.dedup_by_key(|l| l.0 .0);
-        let crate_f32 = matches!(isa, Isa::Avx512 | Isa::Amx | Isa::Neon);
+        let crate_f32 = isa.f32_gemm_crate();
         let lowp = |kind| isa.lowp_engine(kind).map(|e| (kind, e));
         let lowp = match precision {
             CpuPrecision::F32 => None,
@@ -120,7 +120,8 @@ impl Prepared {
         };
         match (precision, lowp) {
             (_, Some((kind, engine))) => engine.instruction(kind).to_string(),
-            (CpuPrecision::F32, _) if matches!(isa, Isa::Avx512 | Isa::Amx | Isa::Neon) => "gemm crate f32".into(),
+            (CpuPrecision::F32, _) if isa.f32_gemm_crate() => "gemm crate f32".into(),
+            (CpuPrecision::F32, _) if isa.avx512_kernels() => "AVX-512 f32 panels".into(),
             (p, _) if isa.avx2_kernels() => format!("AVX2 {p} panels"),
             (p, _) => format!("portable {p} panels"),
         }
