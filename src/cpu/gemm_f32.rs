@@ -169,7 +169,13 @@ pub fn matmul(isa: Isa, y: &mut [f32], x: &[f32], m: usize, w: &Packed, act: Opt
         }
         return;
     }
-    let avx = if isa.avx512_kernels() && !w.is_bf16() { Kern::Avx512 } else if isa.avx2_kernels() { Kern::Avx2 } else { Kern::Portable };
+    let avx = if isa.avx512_kernels() && !w.is_bf16() {
+        Kern::Avx512
+    } else if isa.avx2_kernels() {
+        Kern::Avx2
+    } else {
+        Kern::Portable
+    };
     let threads = rayon::current_num_threads();
     let np = n.div_ceil(NR);
     let par = threads > 1 && m * n * k >= 1 << 20;

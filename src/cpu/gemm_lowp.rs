@@ -272,9 +272,7 @@ impl Converted {
             Kind::Bf16 => {
                 (0..k).map(|i| half::bf16::from_bits(u16::from_le_bytes([b[2 * i], b[2 * i + 1]])).to_f32()).collect()
             }
-            Kind::Int8 => {
-                (0..k).map(|i| if unsigned { b[i] as i32 - 128 } else { b[i] as i8 as i32 } as f32).collect()
-            }
+            Kind::Int8 => (0..k).map(|i| if unsigned { b[i] as i32 - 128 } else { b[i] as i8 as i32 } as f32).collect(),
         };
         (v, self.scale.get(r).copied().unwrap_or(1.0))
     }
@@ -511,7 +509,8 @@ unsafe fn finish16(
     let mut f = match kind {
         Kind::Bf16 => _mm512_castsi512_ps(v),
         Kind::Int8 => {
-            let v = if ep.sub128 { _mm512_sub_epi32(v, _mm512_slli_epi32::<7>(_mm512_loadu_si512(cs as _))) } else { v };
+            let v =
+                if ep.sub128 { _mm512_sub_epi32(v, _mm512_slli_epi32::<7>(_mm512_loadu_si512(cs as _))) } else { v };
             _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_mul_ps(_mm512_set1_ps(sx), _mm512_loadu_ps(sw)))
         }
     };
@@ -628,7 +627,13 @@ unsafe fn amx_task(
             // bytes of rows r..r+32, inside the padded buffer), 6–7 hold B (16 lines of 64
             // bytes of panels 2q and 2q+1, inside the panels); the asm reads only those
             // bytes and writes only the tile registers, or (tilestored) `buf`'s 4 KiB.
-            std::arch::asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
+            std::arch::asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                options(nostack, nomem)
+            );
             for s in 0..steps {
                 let (pa0, pa1) = (a0.add(64 * s), a1.add(64 * s));
                 let (pb0, pb1) = (b0.add(1024 * s), b1.add(1024 * s));
@@ -837,7 +842,16 @@ mod tests {
                     eprintln!("SKIPPED: {} (not on this machine)", engine.instruction(kind));
                     continue;
                 }
-                for &(m, k, n) in &[(1, 1, 1), (1, 7, 5), (6, 16, 16), (7, 1, 17), (13, 301, 33), (77, 64, 65), (130, 1100, 70), (200, 768, 2304)] {
+                for &(m, k, n) in &[
+                    (1, 1, 1),
+                    (1, 7, 5),
+                    (6, 16, 16),
+                    (7, 1, 17),
+                    (13, 301, 33),
+                    (77, 64, 65),
+                    (130, 1100, 70),
+                    (200, 768, 2304),
+                ] {
                     let x: Vec<f32> = (0..m * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
                     let w: Vec<f32> = (0..n * k).map(|i| ((i * 53 % 89) as f32 - 44.0) / 44.0).collect();
                     let bias: Vec<f32> = (0..n).map(|i| i as f32 * 0.1 - 1.0).collect();
@@ -845,7 +859,12 @@ mod tests {
                     let unsigned = engine == Engine::Avx512 && kind == Kind::Int8;
                     let a = convert(&x, m, &p, unsigned);
                     let r = reference(&a, &p, m, unsigned);
-                    for (act, acc) in [(None, false), (None, true), (Some(Activation::QuickGelu), false), (Some(Activation::Gelu), false)] {
+                    for (act, acc) in [
+                        (None, false),
+                        (None, true),
+                        (Some(Activation::QuickGelu), false),
+                        (Some(Activation::Gelu), false),
+                    ] {
                         let mut y = vec![0.5f32; m * n];
                         matmul(engine, &mut y, &x, m, &p, act, acc);
                         for (i, (&got, &want)) in y.iter().zip(&r).enumerate() {
@@ -856,7 +875,10 @@ mod tests {
                                 _ => want,
                             };
                             let e = (got as f64 - want).abs() / want.abs().max(1.0);
-                            assert!(e < 2e-5, "{engine:?} {kind:?} {m}x{k}x{n} {act:?} acc={acc} [{i}]: {got} vs {want}");
+                            assert!(
+                                e < 2e-5,
+                                "{engine:?} {kind:?} {m}x{k}x{n} {act:?} acc={acc} [{i}]: {got} vs {want}"
+                            );
                         }
                     }
                     // and close to the f32 product
@@ -864,8 +886,12 @@ mod tests {
                     matmul(engine, &mut y, &x, m, &p, None, false);
                     for i in 0..m {
                         for j in 0..n {
-                            let e: f64 = (0..k).map(|l| x[i * k + l] as f64 * w[j * k + l] as f64).sum::<f64>() + bias[j] as f64;
-                            assert!((y[i * n + j] as f64 - e).abs() < 0.02 * (k as f64).sqrt() + 1e-3, "{engine:?} {kind:?} {m}x{k}x{n}");
+                            let e: f64 =
+                                (0..k).map(|l| x[i * k + l] as f64 * w[j * k + l] as f64).sum::<f64>() + bias[j] as f64;
+                            assert!(
+                                (y[i * n + j] as f64 - e).abs() < 0.02 * (k as f64).sqrt() + 1e-3,
+                                "{engine:?} {kind:?} {m}x{k}x{n}"
+                            );
                         }
                     }
                 }
