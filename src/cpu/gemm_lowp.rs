@@ -191,7 +191,7 @@ impl PackedLowp {
         let mut colsum = vec![0i32; np * NR];
         let mut lines = vec![Line64::default(); np * groups];
         lines.par_chunks_mut(groups).zip(colsum.par_chunks_mut(NR)).enumerate().for_each(|(p, (pan, cs))| {
-            for c in 0..NR {
+            for (c, csum) in cs.iter_mut().enumerate() {
                 let o = p * NR + c;
                 if o >= n {
                     continue;
@@ -204,7 +204,7 @@ impl PackedLowp {
                         Kind::Bf16 => l[at..at + 2].copy_from_slice(&half::bf16::from_f32(v).to_bits().to_le_bytes()),
                         Kind::Int8 => {
                             let q = quantise(v, 1.0 / scale[o]);
-                            cs[c] += q as i32;
+                            *csum += q as i32;
                             l[at] = q as u8;
                         }
                     }
@@ -359,8 +359,8 @@ unsafe fn to_bf16_avx512(x: &[f32], d: &mut [u8]) {
         _mm256_storeu_si256(o.add(i) as *mut __m256i, std::mem::transmute::<__m256bh, __m256i>(v));
         i += 16;
     }
-    for j in i..n {
-        *o.add(j) = half::bf16::from_f32(x[j]).to_bits();
+    for (j, &v) in x.iter().enumerate().skip(i) {
+        *o.add(j) = half::bf16::from_f32(v).to_bits();
     }
 }
 
@@ -396,8 +396,8 @@ unsafe fn quantise_avx512(x: &[f32], d: &mut [u8], unsigned: bool) -> f32 {
         _mm_storeu_si128(o.add(i) as *mut __m128i, b);
         i += 16;
     }
-    for j in i..n {
-        *o.add(j) = (quantise(x[j], inv) as u8).wrapping_add(if unsigned { 128 } else { 0 });
+    for (j, &v) in x.iter().enumerate().skip(i) {
+        *o.add(j) = (quantise(v, inv) as u8).wrapping_add(if unsigned { 128 } else { 0 });
     }
     s
 }
