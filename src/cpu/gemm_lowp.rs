@@ -26,6 +26,7 @@
 
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
 use super::simd;
 use crate::model::Activation;
 
@@ -156,6 +157,7 @@ pub fn amx_available(kind: Kind) -> bool {
 
 /// A constant `k×n` right operand in bf16 or int8 (see the module doc), with its bias and,
 /// for int8, the per-column scales and sums of the quantised weights.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub struct PackedLowp {
     pub k: usize,
     pub n: usize,
@@ -478,6 +480,7 @@ pub fn matmul(
 }
 
 #[derive(Clone, Copy)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 struct Epilogue {
     act: Option<Activation>,
     accumulate: bool,
@@ -571,9 +574,11 @@ unsafe fn finish_block(
 }
 
 /// The 64-byte tile configuration: palette 1, tiles 0–7 all 16 rows × 64 bytes.
+#[cfg(target_arch = "x86_64")]
 #[repr(C, align(64))]
 struct TileConfig([u8; 64]);
 
+#[cfg(target_arch = "x86_64")]
 const TILE_CONFIG: TileConfig = {
     let mut c = [0u8; 64];
     c[0] = 1;
