@@ -271,6 +271,8 @@ pub struct Clip {
     gpu: Option<GpuEncoder>,
     /// The CPU engine's precision (f32 unless bf16 or int8 was chosen).
     cpu_precision: CpuPrecision,
+    /// How `auto` chose the CPU precision (when it did).
+    cpu_auto: Option<crate::cpu::auto::AutoChoice>,
     /// Set when the GPU failed under `auto`: the rest of the work runs on the CPU.
     gpu_failed: AtomicBool,
     /// The CPU engine's weight layout, made on its first use.
@@ -297,7 +299,7 @@ impl Clip {
     }
 
     pub fn from_checkpoint(ck: Checkpoint, tokenizer: ClipTokenizer, opts: &ClipOptions) -> Result<Clip> {
-        let (device, gpu_precision, cpu_precision) = opts.precision.resolve(opts.device)?;
+        let (device, gpu_precision, mut cpu_precision) = opts.precision.resolve(opts.device)?;
         // from here on `device` is where the choice runs (bf16 and int8: the CPU)
         let opts = &ClipOptions { device, ..opts.clone() };
         if !cpu_precision.supported() {
@@ -344,6 +346,14 @@ impl Clip {
         })?;
         let mut ck = ck;
         let cpu = std::sync::OnceLock::new();
+        // `auto` on the CPU: the fastest precision meeting the accuracy bar here (measured
+        // once per machine and checkpoint, then cached; f32 for narrow models)
+        let mut cpu_auto = None;
+        if gpu.is_none() && opts.precision == PrecisionChoice::Auto {
+            let c = crate::cpu::auto::choose(&ck.weights.params, &ck.config, &vision, &text);
+            cpu_precision = c.cpu_precision();
+            cpu_auto = Some(c);
+        }
         if gpu.is_none() {
             // The CPU engine for sure: lay its weights out now and let the canonical copies of
             // the linear layers go, so the weights are held once (about 600 MB, not 1.2 GB, for
@@ -367,6 +377,7 @@ impl Clip {
             opts: opts.clone(),
             gpu,
             cpu_precision,
+            cpu_auto,
             gpu_failed: AtomicBool::new(false),
             cpu,
         })
@@ -430,6 +441,12 @@ impl Clip {
             }
             None => format!("cpu ({}, {} threads)", self.cpu_precision, rayon::current_num_threads()),
         }
+    }
+
+    /// How `--precision auto` chose the CPU engine's precision, and why (`None` when a
+    /// precision was given or the GPU runs the encoders).
+    pub fn cpu_auto_choice(&self) -> Option<&crate::cpu::auto::AutoChoice> {
+        self.cpu_auto.as_ref()
     }
 
     /// The GPU's storage precision while the GPU runs the encoders; `F32` on the CPU (whose

@@ -12,6 +12,9 @@ use clip_wgpu::cpu::{self, CpuPrecision, Isa, Prepared};
 use clip_wgpu::model::{self, Checkpoint, Input, LoadOptions, Program, Tower};
 
 fn isas() -> Vec<Isa> {
+    for i in Isa::ALL.into_iter().filter(|i| !i.available()) {
+        eprintln!("SKIPPED: level {i} (not on this machine)");
+    }
     Isa::ALL.into_iter().filter(|i| i.available()).collect()
 }
 
@@ -91,11 +94,14 @@ fn tiny_reduced_precisions_run_at_every_available_isa() {
                 None => first = Some((img, txt)),
                 Some((i0, t0)) => {
                     // levels differ in f32 rounding (FMA or not, summation order), which int8
-                    // can turn into a different rounding of a quantised value
+                    // can turn into a different rounding of a quantised value; bf16 on the
+                    // AVX512_BF16 and AMX kernels rounds the activations to bf16 too (the AVX2
+                    // and portable ones only the weights)
                     let d = max_abs(&img, &i0.chunks(e).map(|c| c.to_vec()).collect::<Vec<_>>())
                         .max(max_abs(&txt, &t0.chunks(e).map(|c| c.to_vec()).collect::<Vec<_>>()));
                     let c = min_cosine(&img, i0, e).min(min_cosine(&txt, t0, e));
-                    if p == CpuPrecision::Int8 {
+                    let lowp = p == CpuPrecision::Bf16 && isa.lowp_engine(cpu::gemm_lowp::Kind::Bf16).is_some();
+                    if p == CpuPrecision::Int8 || lowp {
                         assert!(c >= 0.9999, "tiny {p} {isa}: min cosine to the first level {c}");
                     } else {
                         assert!(d <= 1e-4, "tiny {p} {isa}: differs from the first level by {d}");
@@ -112,6 +118,7 @@ fn isa_names_parse() {
     assert_eq!(Isa::parse("AVX2"), Some(Some(Isa::Avx2)));
     assert_eq!(Isa::parse("scalar"), Some(Some(Isa::Scalar)));
     assert_eq!(Isa::parse("avx512"), Some(Some(Isa::Avx512)));
+    assert_eq!(Isa::parse("amx"), Some(Some(Isa::Amx)));
     assert_eq!(Isa::parse("sse9"), None);
     assert!(Isa::Scalar.available() && Isa::detect().available() && Isa::from_env().available());
     assert!(CpuPrecision::best_for_machine().supported());
@@ -150,15 +157,33 @@ fn full_size_reduced_precisions_stay_within_cosine_0_999_of_f32() {
             eprintln!("{p}: not supported on this machine");
             continue;
         }
-        let prep = t.prepare(p, isa);
+        // every distinct SIMD kernel this machine has for the precision (AVX2, AVX-512, AMX,
+        // …; the portable one is the tiny model's, above: its arithmetic is AVX2's, slower)
+        let mut seen = Vec::new();
+        for isa in isas().into_iter().filter(|&i| i != Isa::Scalar) {
+            let kernels = Prepared::kernels_for(p, isa);
+            if seen.contains(&kernels) {
+                continue;
+            }
+            seen.push(kernels.clone());
+            let prep = t.prepare(p, isa);
+            let (img, txt) = (t.images(&prep, &px, n), t.texts(&prep, &r.ids));
+            let (ci, ct) = (min_cosine(&img, &img0, e), min_cosine(&txt, &txt0, e));
+            eprintln!(
+                "full {p} {isa} ({kernels}): min cosine vs f32: image {ci:.6} ({n} images), text {ct:.6} ({} texts)",
+                r.ids.len()
+            );
+            assert!(ci >= 0.999, "{p} {isa} ({kernels}): image min cosine {ci}");
+            assert!(ct >= 0.999, "{p} {isa} ({kernels}): text min cosine {ct}");
+        }
+    }
+    // f32 at every SIMD level matches transformers on the full-size model too
+    for isa in isas().into_iter().filter(|&i| i != isa && i != Isa::Scalar) {
+        let prep = t.prepare(CpuPrecision::F32, isa);
         let (img, txt) = (t.images(&prep, &px, n), t.texts(&prep, &r.ids));
-        let (ci, ct) = (min_cosine(&img, &img0, e), min_cosine(&txt, &txt0, e));
-        eprintln!(
-            "full {p} {isa}: min cosine vs f32: image {ci:.6} ({n} images), text {ct:.6} ({} texts)",
-            r.ids.len()
-        );
-        assert!(ci >= 0.999, "{p}: image min cosine {ci}");
-        assert!(ct >= 0.999, "{p}: text min cosine {ct}");
+        let (ei, et) = (max_abs(&img, &r.image_embeds[..n]), max_abs(&txt, &r.text_embeds));
+        eprintln!("full f32 {isa} ({}): max abs vs transformers: image {ei:.1e}, text {et:.1e}", prep.kernels());
+        assert!(ei <= 1e-5 && et <= 1e-5, "f32 {isa}: image {ei}, text {et}");
     }
 }
 
@@ -234,4 +259,29 @@ fn time_image_tower_batch_32() {
             batch as f64 / times[2]
         );
     }
+}
+
+#[test]
+fn auto_picks_the_fastest_precision_within_the_bar_and_caches_it() {
+    // tiny: too narrow, f32 without measuring
+    let t = Towers::load(&tiny_dir().join("hf"));
+    let c = cpu::auto::choose(&t.ck.weights.params, &t.ck.config, &t.vision, &t.text);
+    assert_eq!(c.cpu_precision(), CpuPrecision::F32);
+    assert!(c.measured.is_empty(), "{c:?}");
+    let Some(dir) = full() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cpu-precision.json");
+    // the only test of this binary that reads the variable
+    std::env::set_var("CLIP_WGPU_CPU_TUNE_CACHE", &cache);
+    let t = Towers::load(&dir);
+    let c = cpu::auto::choose(&t.ck.weights.params, &t.ck.config, &t.vision, &t.text);
+    eprintln!("auto: {} — {}", c.precision, c.reason);
+    assert!(!c.from_cache && cache.is_file(), "{c:?}");
+    let chosen = c.measured.iter().find(|m| m.precision == c.precision).unwrap();
+    assert!(chosen.min_cosine >= cpu::auto::MIN_COSINE, "{c:?}");
+    for m in c.measured.iter().filter(|m| m.min_cosine >= cpu::auto::MIN_COSINE) {
+        assert!(chosen.image_s + chosen.text_s <= m.image_s + m.text_s, "{c:?}");
+    }
+    let again = cpu::auto::choose(&t.ck.weights.params, &t.ck.config, &t.vision, &t.text);
+    assert!(again.from_cache && again.precision == c.precision, "{again:?}");
 }

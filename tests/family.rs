@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use clip_wgpu::model::{self, ClipConfig, LoadOptions};
 use clip_wgpu::pipeline::Pipeline;
 use clip_wgpu::preprocess::Variant;
-use clip_wgpu::{Clip, ClipOptions, Device, Error, PreparedImage};
+use clip_wgpu::{Clip, ClipOptions, Device, Error, PrecisionChoice, PreparedImage};
 
 /// Reference outputs of a family fixture (those of `common::reference` plus the `openai`
 /// preprocessing variant's image embeddings).
@@ -74,7 +74,14 @@ fn text768() -> Option<PathBuf> {
 
 fn cpu_clip(path: &Path, variant: Variant) -> Clip {
     let ck = model::load(path, &LoadOptions::default()).unwrap_or_else(|e| panic!("{e}"));
-    let opts = ClipOptions { device: Device::Cpu, variant, cache_entries: 0, notices: false, ..Default::default() };
+    let opts = ClipOptions {
+        device: Device::Cpu,
+        precision: PrecisionChoice::F32,
+        variant,
+        cache_entries: 0,
+        notices: false,
+        ..Default::default()
+    };
     Clip::from_checkpoint(ck, clip_wgpu::text::ClipTokenizer::bundled(), &opts).unwrap()
 }
 

@@ -10,7 +10,7 @@ mod common;
 use common::reference::*;
 
 use clip_wgpu::model::{self, LoadOptions};
-use clip_wgpu::{Clip, ClipOptions, Device};
+use clip_wgpu::{Clip, ClipOptions, Device, PrecisionChoice};
 
 fn fixture() -> Option<std::path::PathBuf> {
     let dir = root().join("tests/fixtures/full");
@@ -33,7 +33,12 @@ fn check(path: &std::path::Path, label: &str) {
     let ck = model::load(path, &LoadOptions::default()).unwrap();
     assert_eq!(ck.config, clip_wgpu::model::ClipConfig::vit_b_32(), "{label}: not the ViT-B/32 config");
     let tok = clip_wgpu::text::ClipTokenizer::bundled();
-    let clip = Clip::from_checkpoint(ck, tok, &ClipOptions { device: Device::Cpu, ..Default::default() }).unwrap();
+    let clip = Clip::from_checkpoint(
+        ck,
+        tok,
+        &ClipOptions { device: Device::Cpu, precision: PrecisionChoice::F32, ..Default::default() },
+    )
+    .unwrap();
 
     let px = synthetic_pixels(r.n_synthetic, 224);
     let mut img = clip.encode_pixels(&px, r.n_synthetic).unwrap();

@@ -33,9 +33,17 @@ pub struct ValidateArgs {
 pub fn info(a: InfoArgs) -> Result<ExitCode, clip_wgpu::Error> {
     let adapters = clip_wgpu::gpu::adapters(None).unwrap_or_default();
     let auto = adapters.iter().find(|r| r.device_type != "Cpu" && r.backend != "gl");
+    let mut cpu_auto = None;
     let model = match &a.model {
         Some(p) => {
             let ck = clip_wgpu::model::load(p, &Default::default())?;
+            // what `--precision auto` runs on this CPU for this checkpoint, and why (measured
+            // once, then cached)
+            let (v, t) = (
+                clip_wgpu::model::Program::new(clip_wgpu::model::Tower::Vision, &ck.config, &ck.weights),
+                clip_wgpu::model::Program::new(clip_wgpu::model::Tower::Text, &ck.config, &ck.weights),
+            );
+            cpu_auto = Some(clip_wgpu::cpu::auto::choose(&ck.weights.params, &ck.config, &v, &t));
             Some(json!({
                 "checkpoint": ck.path.display().to_string(),
                 "layout": ck.layout,
@@ -45,13 +53,30 @@ pub fn info(a: InfoArgs) -> Result<ExitCode, clip_wgpu::Error> {
         }
         None => None,
     };
-    let cpu = json!({"threads": rayon::current_num_threads(), "precision": "f32", "gemm": "gemm crate (runtime AVX-512/AVX2/NEON dispatch)"});
+    let isa = clip_wgpu::cpu::Isa::from_env();
+    let kernels: Vec<String> = clip_wgpu::cpu::CpuPrecision::ALL
+        .iter()
+        .map(|&p| format!("{p}: {}", clip_wgpu::cpu::Prepared::kernels_for(p, isa)))
+        .collect();
+    let cpu = json!({"threads": rayon::current_num_threads(), "precision": "f32", "gemm": "gemm crate (runtime AVX-512/AVX2/NEON dispatch)",
+        "cpu": clip_wgpu::cpu::auto::cpu_identity(), "isa": isa, "kernels": kernels, "auto": cpu_auto});
     if a.json {
         let v = json!({"adapters": adapters, "auto": auto.map(|r| r.index), "cpu": cpu, "model": model});
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(ExitCode::SUCCESS);
     }
     println!("CPU engine: f32, {} threads, gemm crate with runtime ISA dispatch", rayon::current_num_threads());
+    println!("    CPU: {}", clip_wgpu::cpu::auto::cpu_identity());
+    println!("    kernel level {isa} (CLIP_WGPU_CPU_ISA): {}", kernels.join("; "));
+    match &cpu_auto {
+        Some(c) => println!(
+            "    --precision auto on the CPU: {} — {}{}",
+            c.precision,
+            c.reason,
+            if c.cache.is_empty() { String::new() } else { format!(" [cached in {}]", c.cache) }
+        ),
+        None => println!("    --precision auto on the CPU: measured per checkpoint (give --model to see the choice)"),
+    }
     if adapters.is_empty() {
         println!("GPU adapters: none found (--device auto runs on the CPU)");
     }

@@ -169,7 +169,13 @@ pub fn matmul(isa: Isa, y: &mut [f32], x: &[f32], m: usize, w: &Packed, act: Opt
         }
         return;
     }
-    let avx = isa.avx2_kernels();
+    let avx = if isa.avx512_kernels() && !w.is_bf16() {
+        Kern::Avx512
+    } else if isa.avx2_kernels() {
+        Kern::Avx2
+    } else {
+        Kern::Portable
+    };
     let threads = rayon::current_num_threads();
     let np = n.div_ceil(NR);
     let par = threads > 1 && m * n * k >= 1 << 20;
@@ -205,7 +211,7 @@ pub fn matmul(isa: Isa, y: &mut [f32], x: &[f32], m: usize, w: &Packed, act: Opt
 /// `p0..p1` not written concurrently by anyone else; `x` must address `r1×k` values.
 #[allow(clippy::too_many_arguments)]
 unsafe fn block(
-    avx: bool,
+    avx: Kern,
     y: *mut f32,
     x: *const f32,
     k: usize,
@@ -231,13 +237,35 @@ unsafe fn block(
                 Panels::F32(d) => (d.as_ptr().add(p * k + pc) as *const u8, false),
                 Panels::Bf16(d) => (d.as_ptr().add(p * k + pc) as *const u8, true),
             };
+            #[cfg(target_arch = "x86_64")]
+            if avx == Kern::Avx512 {
+                // pairs of panels (32 columns), 12 rows a tile; a last odd panel alone
+                if (p - p0) % 2 == 1 {
+                    continue;
+                }
+                let two = p + 1 < p1;
+                let mut r = r0;
+                while r < r1 {
+                    let mr = MR512.min(r1 - r);
+                    let a = x.add(r * k + pc);
+                    let c = y.add(r * n + p * NR);
+                    let ncols = (n - p * NR).min(if two { 2 * NR } else { NR });
+                    if two {
+                        kernel_avx512::<2>(kc, a, k, mr, bp, k * 64, c, n, ncols, bias, ep);
+                    } else {
+                        kernel_avx512::<1>(kc, a, k, mr, bp, k * 64, c, n, ncols, bias, ep);
+                    }
+                    r += MR512;
+                }
+                continue;
+            }
             let mut r = r0;
             while r < r1 {
                 let mr = MR.min(r1 - r);
                 let a = x.add(r * k + pc);
                 let c = y.add(r * n + p * NR);
                 #[cfg(target_arch = "x86_64")]
-                if avx {
+                if avx == Kern::Avx2 {
                     if bf16 {
                         kernel_avx2::<true>(kc, a, k, mr, bp, c, n, nr, bias, ep);
                     } else {
@@ -256,6 +284,81 @@ unsafe fn block(
             }
         }
         pc += kc;
+    }
+}
+
+/// Which microkernel a product runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kern {
+    Portable,
+    Avx2,
+    /// AVX-512F, f32 panels only
+    Avx512,
+}
+
+/// Rows of the AVX-512 tile (12 rows × 32 columns: 24 `zmm` accumulators).
+pub const MR512: usize = 12;
+
+/// The `MR512 × 16·NP` tile at `c` gets `a[0..mr, 0..kc]·B + …` (see [`Epi`]); B is `NP`
+/// f32 panels `pstride` bytes apart.
+///
+/// # Safety
+/// AVX-512F+AVX2+FMA; `a` addresses `mr` rows of `kc` values (row stride lda), `b` `kc` lines
+/// of each of the NP panels, `c` `mr` rows of `ncols` values (row stride ldc), `bias` 16·NP.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel_avx512<const NP: usize>(
+    kc: usize,
+    a: *const f32,
+    lda: usize,
+    mr: usize,
+    b: *const u8,
+    pstride: usize,
+    c: *mut f32,
+    ldc: usize,
+    ncols: usize,
+    bias: *const f32,
+    ep: Epi,
+) {
+    let ar: [*const f32; MR512] = std::array::from_fn(|r| a.add(lda * r.min(mr - 1)));
+    let bp: [*const f32; NP] = std::array::from_fn(|j| b.add(j * pstride) as *const f32);
+    let mut acc = [[_mm512_setzero_ps(); NP]; MR512];
+    for kk in 0..kc {
+        let bv: [__m512; NP] = std::array::from_fn(|j| _mm512_load_ps(bp[j].add(kk * NR)));
+        for r in 0..MR512 {
+            let av = _mm512_set1_ps(*ar[r].add(kk));
+            for j in 0..NP {
+                acc[r][j] = _mm512_fmadd_ps(av, bv[j], acc[r][j]);
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate().take(mr) {
+        for (j, &v) in row.iter().enumerate() {
+            let c0 = j * NR;
+            if c0 >= ncols {
+                break;
+            }
+            let cols = (ncols - c0).min(NR);
+            let mask: __mmask16 = if cols >= 16 { 0xffff } else { (1u16 << cols) - 1 };
+            let p = c.add(r * ldc + c0);
+            let mut v = v;
+            if ep.load_c {
+                v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, p));
+            }
+            if ep.last {
+                v = _mm512_add_ps(v, _mm512_loadu_ps(bias.add(c0)));
+                if ep.act.is_some() {
+                    let lo = simd::act256(_mm512_castps512_ps256(v), ep.act);
+                    let hi = simd::act256(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v))), ep.act);
+                    v = _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+                        _mm512_castpd256_pd512(_mm256_castps_pd(lo)),
+                        _mm256_castps_pd(hi),
+                    ));
+                }
+            }
+            _mm512_mask_storeu_ps(p, mask, v);
+        }
     }
 }
 
@@ -430,7 +533,11 @@ mod tests {
     }
 
     fn isas() -> Vec<Isa> {
-        [Isa::Scalar, Isa::Avx2].into_iter().filter(|i| i.available()).collect()
+        let v: Vec<Isa> = [Isa::Scalar, Isa::Avx2, Isa::Avx512].into_iter().filter(|i| i.available()).collect();
+        for i in Isa::ALL.iter().filter(|i| !v.contains(i) && **i != Isa::Amx) {
+            eprintln!("SKIPPED: packed f32 kernels at level {i} (not on this machine)");
+        }
+        v
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Which instruction set the CPU engine's kernels use: the best one detected at run time,
-//! or one forced by `CLIP_WGPU_CPU_ISA=scalar|avx2|avx512|neon|auto` (read once per process),
+//! or one forced by `CLIP_WGPU_CPU_ISA=scalar|avx2|avx512|amx|neon|auto` (read once per process),
 //! or one given to [`Prepared::with_isa`](super::Prepared::with_isa) (what tests use, since
 //! an environment variable is process-wide).
 //!
@@ -7,13 +7,17 @@
 //! |---|---|---|---|
 //! | `scalar` | portable packed-panel kernel (plain Rust) | portable kernels | plain Rust |
 //! | `avx2` | AVX2+FMA 6×16 packed-panel kernel | AVX2 kernels | AVX2+FMA |
-//! | `avx512` | the `gemm` crate (its AVX-512 kernels) | AVX2 kernels | AVX2+FMA |
+//! | `avx512` | the `gemm` crate (its AVX-512 kernels) | AVX512_VNNI `vpdpbusd` / AVX512_BF16 `vdpbf16ps` where the CPU has them, else AVX2 kernels | AVX2+FMA |
+//! | `amx` | as `avx512` | AMX tiles (`tdpbssd` / `tdpbf16ps`), else as `avx512` | AVX2+FMA |
 //! | `neon` | the `gemm` crate (its NEON kernels) | portable kernels | plain Rust |
 //!
 //! A forced level this machine lacks is not an error: the engine prints one line on stderr
 //! and uses the detected level instead (so does an unknown value).
 
 use std::sync::OnceLock;
+
+/// AVX-512 f32: the packed-panel kernels (true) or the `gemm` crate (false) by default.
+const PACKED_F32_DEFAULT: bool = false;
 
 /// An instruction-set level of the CPU kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -27,10 +31,13 @@ pub enum Isa {
     Avx512,
     /// aarch64 NEON: f32 products through the `gemm` crate's kernels.
     Neon,
+    /// x86-64 AVX-512 plus AMX tiles (Linux, granted by the kernel): int8 and bf16 products
+    /// on AMX, f32 as `Avx512`.
+    Amx,
 }
 
 impl Isa {
-    pub const ALL: [Isa; 4] = [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon];
+    pub const ALL: [Isa; 5] = [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Amx, Isa::Neon];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -38,6 +45,7 @@ impl Isa {
             Isa::Avx2 => "avx2",
             Isa::Avx512 => "avx512",
             Isa::Neon => "neon",
+            Isa::Amx => "amx",
         }
     }
 
@@ -49,6 +57,7 @@ impl Isa {
             "avx2" => Some(Some(Isa::Avx2)),
             "avx512" | "avx-512" => Some(Some(Isa::Avx512)),
             "neon" => Some(Some(Isa::Neon)),
+            "amx" => Some(Some(Isa::Amx)),
             _ => None,
         }
     }
@@ -69,6 +78,10 @@ impl Isa {
                 }
             }
             Isa::Neon => cfg!(target_arch = "aarch64"),
+            Isa::Amx => {
+                use super::gemm_lowp::{Engine, Kind};
+                Isa::Avx512.available() && (Engine::Amx.available(Kind::Int8) || Engine::Amx.available(Kind::Bf16))
+            }
         }
     }
 
@@ -76,7 +89,7 @@ impl Isa {
     pub fn detect() -> Isa {
         static DETECTED: OnceLock<Isa> = OnceLock::new();
         *DETECTED.get_or_init(|| {
-            [Isa::Avx512, Isa::Avx2, Isa::Neon].into_iter().find(|i| i.available()).unwrap_or(Isa::Scalar)
+            [Isa::Amx, Isa::Avx512, Isa::Avx2, Isa::Neon].into_iter().find(|i| i.available()).unwrap_or(Isa::Scalar)
         })
     }
 
@@ -99,7 +112,7 @@ impl Isa {
                 }
                 None => {
                     eprintln!(
-                        "clip-wgpu: unknown CLIP_WGPU_CPU_ISA={v:?} (scalar|avx2|avx512|neon|auto); using {}",
+                        "clip-wgpu: unknown CLIP_WGPU_CPU_ISA={v:?} (scalar|avx2|avx512|amx|neon|auto); using {}",
                         Isa::detect().name()
                     );
                     Isa::detect()
@@ -110,7 +123,42 @@ impl Isa {
 
     /// Whether the hand-written AVX2+FMA kernels may run at this level (on this machine).
     pub(crate) fn avx2_kernels(self) -> bool {
-        matches!(self, Isa::Avx2 | Isa::Avx512) && has_avx2_fma()
+        matches!(self, Isa::Avx2 | Isa::Avx512 | Isa::Amx) && has_avx2_fma()
+    }
+
+    /// Whether f32 products go to the `gemm` crate at this level (`avx512`, `amx`, `neon`)
+    /// rather than the packed-panel kernels. `CLIP_WGPU_CPU_F32=gemm|packed` overrides it on
+    /// AVX-512 machines (read once per process; for measuring one against the other).
+    pub fn f32_gemm_crate(self) -> bool {
+        static PACKED: OnceLock<Option<bool>> = OnceLock::new();
+        let forced = *PACKED.get_or_init(|| match std::env::var("CLIP_WGPU_CPU_F32").as_deref() {
+            Ok("packed") => Some(true),
+            Ok("gemm") => Some(false),
+            _ => None,
+        });
+        match self {
+            Isa::Neon => true,
+            Isa::Avx512 | Isa::Amx => !forced.unwrap_or(PACKED_F32_DEFAULT),
+            _ => false,
+        }
+    }
+
+    /// Whether the packed-panel AVX-512 f32 microkernel runs at this level (on this machine).
+    pub(crate) fn avx512_kernels(self) -> bool {
+        matches!(self, Isa::Avx512 | Isa::Amx) && Isa::Avx512.available()
+    }
+
+    /// The engine of the reduced-precision kernels at this level for `kind`, if this machine
+    /// has one: AMX at `amx`, AVX512_VNNI / AVX512_BF16 at `avx512` and `amx` (for a kind
+    /// the machine's AMX lacks). `None`: the AVX2 or portable kernels.
+    pub fn lowp_engine(self, kind: super::gemm_lowp::Kind) -> Option<super::gemm_lowp::Engine> {
+        use super::gemm_lowp::Engine;
+        let candidates: &[Engine] = match self {
+            Isa::Amx => &[Engine::Amx, Engine::Avx512],
+            Isa::Avx512 => &[Engine::Avx512],
+            _ => &[],
+        };
+        candidates.iter().copied().find(|e| e.available(kind))
     }
 }
 

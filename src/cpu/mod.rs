@@ -5,9 +5,11 @@
 //! instruction-set level is chosen at run time ([`isa`]). It is the reference the GPU backend
 //! is validated against.
 
+pub mod auto;
 pub mod gemm;
 pub mod gemm_f32;
 pub mod gemm_i8;
+pub mod gemm_lowp;
 pub mod isa;
 pub mod ops;
 pub mod precision;
@@ -31,6 +33,8 @@ enum Weight {
     Packed(gemm_f32::Packed),
     /// int8 per-channel panels with the bias (`gemm_i8`).
     Int8(gemm_i8::PackedI8),
+    /// bf16 or int8 panels for the AVX-512 / AMX kernels (`gemm_lowp`).
+    Lowp(gemm_lowp::PackedLowp, gemm_lowp::Engine),
 }
 
 /// The CPU's own copy of the linear layers, made once for a precision and an instruction-set
@@ -43,6 +47,7 @@ pub struct Prepared {
     precision: CpuPrecision,
     isa: Isa,
     weights: HashMap<ParamId, Weight>,
+    kernels: String,
 }
 
 impl Prepared {
@@ -77,7 +82,13 @@ impl Prepared {
         }
         lins.sort_by_key(|l| l.0 .0);
         lins.dedup_by_key(|l| l.0 .0);
-        let crate_f32 = matches!(isa, Isa::Avx512 | Isa::Neon);
+        let crate_f32 = isa.f32_gemm_crate();
+        let lowp = |kind| isa.lowp_engine(kind).map(|e| (kind, e));
+        let lowp = match precision {
+            CpuPrecision::F32 => None,
+            CpuPrecision::Bf16 => lowp(gemm_lowp::Kind::Bf16),
+            CpuPrecision::Int8 => lowp(gemm_lowp::Kind::Int8),
+        };
         let weights = lins
             .par_iter()
             .map(|&(id, bias, n, k, reduced)| {
@@ -85,6 +96,10 @@ impl Prepared {
                 let b = bias.map(|b| params.data(b));
                 let prec = if reduced { precision } else { CpuPrecision::F32 };
                 let weight = match prec {
+                    CpuPrecision::Bf16 | CpuPrecision::Int8 if lowp.is_some() => {
+                        let (kind, engine) = lowp.unwrap();
+                        Weight::Lowp(gemm_lowp::PackedLowp::from_out_in(w, b, n, k, kind), engine)
+                    }
                     CpuPrecision::F32 if crate_f32 => Weight::Dense(transpose(w, n, k)),
                     CpuPrecision::F32 => Weight::Packed(gemm_f32::Packed::from_out_in(w, b, n, k, false)),
                     CpuPrecision::Bf16 => Weight::Packed(gemm_f32::Packed::from_out_in(w, b, n, k, true)),
@@ -93,7 +108,28 @@ impl Prepared {
                 (id, weight)
             })
             .collect();
-        Prepared { precision, isa, weights }
+        Prepared { precision, isa, weights, kernels: Self::kernels_for(precision, isa) }
+    }
+
+    /// The kernels the transformer layers' products run on for `precision` at `isa`, in words.
+    pub fn kernels_for(precision: CpuPrecision, isa: Isa) -> String {
+        let lowp = match precision {
+            CpuPrecision::F32 => None,
+            CpuPrecision::Bf16 => isa.lowp_engine(gemm_lowp::Kind::Bf16).map(|e| (gemm_lowp::Kind::Bf16, e)),
+            CpuPrecision::Int8 => isa.lowp_engine(gemm_lowp::Kind::Int8).map(|e| (gemm_lowp::Kind::Int8, e)),
+        };
+        match (precision, lowp) {
+            (_, Some((kind, engine))) => engine.instruction(kind).to_string(),
+            (CpuPrecision::F32, _) if isa.f32_gemm_crate() => "gemm crate f32".into(),
+            (CpuPrecision::F32, _) if isa.avx512_kernels() => "AVX-512 f32 panels".into(),
+            (p, _) if isa.avx2_kernels() => format!("AVX2 {p} panels"),
+            (p, _) => format!("portable {p} panels"),
+        }
+    }
+
+    /// The kernels the transformer layers' products run on, in words (`AMX tdpbssd`, …).
+    pub fn kernels(&self) -> &str {
+        &self.kernels
     }
 
     pub fn precision(&self) -> CpuPrecision {
@@ -112,6 +148,7 @@ impl Prepared {
                 Weight::Dense(d) => d.len() * 4,
                 Weight::Packed(p) => p.bytes(),
                 Weight::Int8(q) => q.bytes(),
+                Weight::Lowp(q, _) => q.bytes(),
             })
             .sum()
     }
@@ -154,6 +191,7 @@ impl Prepared {
             }
             Weight::Packed(p) => gemm_f32::matmul(self.isa, y, x, rows, p, act, accumulate),
             Weight::Int8(q) => gemm_i8::matmul(self.isa, y, x, rows, q, act, accumulate),
+            Weight::Lowp(q, e) => gemm_lowp::matmul(*e, y, x, rows, q, act, accumulate),
         }
     }
 }

@@ -83,7 +83,8 @@ struct Bench {
     #[arg(long)]
     model: Option<PathBuf>,
     /// Baselines measured in the same run, interleaved (`none` for none): `torch`, `ort` (CPU,
-    /// f32, --threads threads), `torch-cuda`, `torch-compile` (a CUDA GPU, fp16: eager with SDPA
+    /// f32, --threads threads), `ort-int8` (ONNX Runtime's `quantize_dynamic` of the same graph,
+    /// QInt8 weights), `torch-cuda`, `torch-compile` (a CUDA GPU, fp16: eager with SDPA
     /// attention, and torch.compile with CUDA graphs).
     #[arg(long, value_delimiter = ',', default_values_t = ["torch".to_string(), "ort".to_string()])]
     compare: Vec<String>,
@@ -373,10 +374,10 @@ fn bench(b: Bench) -> Result<()> {
     for c in b.compare.iter().map(|c| c.trim()).filter(|c| !c.is_empty() && *c != "none") {
         let needs: &[&str] = match c {
             "torch" => &["torch", "transformers"],
-            "ort" => &["torch", "transformers", "onnxruntime", "onnx"],
+            "ort" | "ort-int8" => &["torch", "transformers", "onnxruntime", "onnx"],
             // PyTorch on a CUDA GPU in fp16: eager (SDPA attention) and torch.compile
             "torch-cuda" | "torch-compile" => &["torch", "transformers"],
-            other => bail!("unknown baseline {other:?} (torch, ort, torch-cuda, torch-compile)"),
+            other => bail!("unknown baseline {other:?} (torch, ort, ort-int8, torch-cuda, torch-compile)"),
         };
         if e2e {
             note(&mut notes, format!("baseline {c}: not measured in end-to-end mode (--images)"));
@@ -390,7 +391,14 @@ fn bench(b: Bench) -> Result<()> {
             baselines.push(Engine {
                 engine: c.into(),
                 device: if cuda { "gpu" } else { "cpu" }.into(),
-                precision: if cuda { "f16" } else { "f32" }.into(),
+                precision: if cuda {
+                    "f16"
+                } else if c == "ort-int8" {
+                    "int8"
+                } else {
+                    "f32"
+                }
+                .into(),
             });
         }
     }
