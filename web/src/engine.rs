@@ -208,7 +208,10 @@ async fn open_gpu(ck: &Checkpoint, precision: Option<Precision>) -> Result<GpuEn
     let ctx = Context::new_async(&ContextOptions::default()).await.map_err(|e| format!("WebGPU: {e}"))?;
     // f16 only where the adapter has shader-f16 (and it was not refused): else the f32 kernels
     let precision = precision.unwrap_or_else(|| ctx.default_precision());
-    GpuEncoder::with_options_async(&ctx, &ck.config, &ck.weights, precision, GpuOptions::default())
+    // The reductions use workgroup memory, not subgroup operations: the kernels' subgroup
+    // variants use builtins (`subgroup_id`) that browsers do not all have yet.
+    let opts = GpuOptions { subgroups: false, ..GpuOptions::default() };
+    GpuEncoder::with_options_async(&ctx, &ck.config, &ck.weights, precision, opts)
         .await
         .map_err(|e| format!("WebGPU: {e}"))
 }
