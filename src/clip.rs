@@ -684,7 +684,8 @@ fn open_context(opts: &ClipOptions) -> std::result::Result<gpu::Context, GpuErro
 /// the CPU engine there, and the GPU engine is built and run with the `_async` functions
 /// ([`gpu::Context::new_async`], [`GpuEncoder::with_options_async`], `encode_async`).
 #[cfg(target_arch = "wasm32")]
-const WEB_GPU: &str = "on the web the GPU engine opens asynchronously (gpu::Context::new_async); Clip runs the CPU engine";
+const WEB_GPU: &str =
+    "on the web the GPU engine opens asynchronously (gpu::Context::new_async); Clip runs the CPU engine";
 
 #[cfg(target_arch = "wasm32")]
 fn open_context(_opts: &ClipOptions) -> std::result::Result<gpu::Context, GpuError> {

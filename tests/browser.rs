@@ -172,7 +172,8 @@ fn browser_package_matches_the_native_cpu_engine() {
         }
 
         // errors reject with the engine's message, naming the input, and the page goes on
-        let err = |k: &str| page[k].as_str().unwrap_or_else(|| panic!("{device}: {k}: no error: {}", page[k])).to_string();
+        let err =
+            |k: &str| page[k].as_str().unwrap_or_else(|| panic!("{device}: {k}: no error: {}", page[k])).to_string();
         let e = err("err_corrupt");
         assert!(e.starts_with("image #1: ") && e.contains("JPEG"), "{device}: {e}");
         let e = err("err_random");

@@ -8,12 +8,12 @@ use super::matmul;
 #[cfg(not(target_arch = "wasm32"))]
 use super::matmul_coop::CoopKey;
 use super::matmul_coop::{self, MatmulPath};
+use super::types::{GpuError, Precision};
 #[cfg(not(target_arch = "wasm32"))]
 use super::{
     pipeline::{bind_all, create_kernel},
     shader::KernelKey,
 };
-use super::types::{GpuError, Precision};
 #[cfg(not(target_arch = "wasm32"))]
 use {
     super::types::Dt,

@@ -11,6 +11,15 @@ use wasm_bindgen_futures::{future_to_promise, JsFuture};
 use crate::engine::{cosines, load_checkpoint, DeviceChoice, Engine};
 use clip_wgpu::gpu::Precision;
 
+/// A panic's message on the console (wasm aborts on a panic: without this it says only
+/// "unreachable").
+#[wasm_bindgen(start)]
+pub fn start() {
+    std::panic::set_hook(Box::new(|info| {
+        web_sys::console::error_1(&JsValue::from_str(&format!("clip-wgpu panicked: {info}")))
+    }));
+}
+
 /// The name of the Cache API store the weights are kept in (a reload reads them from there).
 const CACHE_NAME: &str = "clip-wgpu-weights-v1";
 
@@ -53,7 +62,8 @@ impl Options {
         let precision = match get("precision").as_string().as_deref() {
             None | Some("auto") => None,
             Some(p) => Some(
-                Precision::parse(p).ok_or_else(|| err(format!("unknown precision {p:?}: expected \"f32\" or \"f16\"")))?,
+                Precision::parse(p)
+                    .ok_or_else(|| err(format!("unknown precision {p:?}: expected \"f32\" or \"f16\"")))?,
             ),
         };
         Ok(Options {
@@ -82,7 +92,9 @@ impl Clip {
     /// `options.cache: false` bypasses the Cache API.
     pub async fn load(
         #[wasm_bindgen(js_name = baseUrl)] base_url: String,
-        #[wasm_bindgen(unchecked_param_type = "{device?: \"webgpu\" | \"cpu\" | \"auto\", precision?: \"f32\" | \"f16\" | \"auto\", progress?: (file: string, loaded: number, total: number) => void, cache?: boolean, model?: string}")]
+        #[wasm_bindgen(
+            unchecked_param_type = "{device?: \"webgpu\" | \"cpu\" | \"auto\", precision?: \"f32\" | \"f16\" | \"auto\", progress?: (file: string, loaded: number, total: number) => void, cache?: boolean, model?: string}"
+        )]
         options: JsValue,
     ) -> Result<Clip, JsError> {
         let opts = Options::read(&options)?;
@@ -111,7 +123,9 @@ impl Clip {
         config: Option<Uint8Array>,
         model: Uint8Array,
         tokenizer: Option<Uint8Array>,
-        #[wasm_bindgen(unchecked_param_type = "{device?: \"webgpu\" | \"cpu\" | \"auto\", precision?: \"f32\" | \"f16\" | \"auto\"}")]
+        #[wasm_bindgen(
+            unchecked_param_type = "{device?: \"webgpu\" | \"cpu\" | \"auto\", precision?: \"f32\" | \"f16\" | \"auto\"}"
+        )]
         options: JsValue,
     ) -> Result<Clip, JsError> {
         let opts = Options::read(&options)?;
@@ -214,7 +228,9 @@ async fn item_pixels(engine: &Engine, name: &str, item: JsValue) -> Result<Vec<f
         return engine.preprocess_bytes(name, &Uint8Array::new(a).to_vec()).map_err(e);
     }
     if let Some(b) = item.dyn_ref::<web_sys::Blob>() {
-        let buf = JsFuture::from(b.array_buffer()).await.map_err(|x| e(format!("{name}: reading the Blob: {}", js_msg(x))))?;
+        let buf = JsFuture::from(b.array_buffer())
+            .await
+            .map_err(|x| e(format!("{name}: reading the Blob: {}", js_msg(x))))?;
         return engine.preprocess_bytes(name, &Uint8Array::new(&buf).to_vec()).map_err(e);
     }
     if let Some(d) = item.dyn_ref::<web_sys::ImageData>() {
@@ -275,7 +291,11 @@ async fn fetch_bytes(
                 .dyn_into::<Function>()
                 .map_err(|_| err("this page has no fetch()"))?;
             let p = fetch.call1(&global, &JsValue::from_str(url)).map_err(failed)?;
-            JsFuture::from(js_sys::Promise::from(p)).await.map_err(failed)?.dyn_into::<web_sys::Response>().map_err(failed)?
+            JsFuture::from(js_sys::Promise::from(p))
+                .await
+                .map_err(failed)?
+                .dyn_into::<web_sys::Response>()
+                .map_err(failed)?
         }
     };
     if !resp.ok() {
@@ -293,16 +313,15 @@ async fn fetch_bytes(
     let mut out = Vec::with_capacity(total as usize);
     let report = |loaded: usize| {
         if let Some(f) = progress {
-            let args = Array::of3(&JsValue::from_str(url), &JsValue::from_f64(loaded as f64), &JsValue::from_f64(total));
+            let args =
+                Array::of3(&JsValue::from_str(url), &JsValue::from_f64(loaded as f64), &JsValue::from_f64(total));
             let _ = f.apply(&JsValue::NULL, &args);
         }
     };
     match resp.body() {
         Some(body) => {
-            let reader = body
-                .get_reader()
-                .dyn_into::<web_sys::ReadableStreamDefaultReader>()
-                .map_err(|o| failed(o.into()))?;
+            let reader =
+                body.get_reader().dyn_into::<web_sys::ReadableStreamDefaultReader>().map_err(|o| failed(o.into()))?;
             loop {
                 let chunk = JsFuture::from(reader.read()).await.map_err(failed)?;
                 if Reflect::get(&chunk, &JsValue::from_str("done")).map_err(failed)?.as_bool().unwrap_or(true) {

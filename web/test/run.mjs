@@ -31,7 +31,7 @@ try {
   page.on("console", (m) => console.log(`[page] ${m.text()}`));
   page.on("pageerror", (e) => console.log(`[page error] ${e.message}`));
   await page.goto(`${base}/web/test/`);
-  await page.waitForFunction("window.__clipDone === true", { timeout: 540_000, polling: 500 });
+  await page.waitForFunction("window.__clipDone === true || window.__clipPanic", { timeout: 540_000, polling: 500 });
   const result = await page.evaluate(() => window.__clipResult);
   result.user_agent = await browser.userAgent();
   writeFileSync(out, JSON.stringify(result));
