@@ -661,6 +661,8 @@ impl Clip {
     /// CPU, and the CPU takes over: nothing is lost. A forced GPU returns the error.
     /// Returns the embeddings and the engine that made them.
     fn run(&self, tower: Tower, input: &Input) -> Result<(Vec<f32>, EngineKind)> {
+        // (never a GPU on the web: see `WEB_GPU`)
+        #[cfg(not(target_arch = "wasm32"))]
         if let Some(g) = self.active_gpu() {
             match g.encode(tower, input) {
                 Ok(e) => return Ok((e, EngineKind::Gpu { precision: g.precision(), coop: g.uses_coop() })),
@@ -687,6 +689,7 @@ impl Clip {
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn open_context(opts: &ClipOptions) -> std::result::Result<gpu::Context, GpuError> {
     gpu::Context::new(&gpu::ContextOptions {
         adapter: opts.adapter.clone(),
@@ -694,6 +697,29 @@ fn open_context(opts: &ClipOptions) -> std::result::Result<gpu::Context, GpuErro
     })
 }
 
+/// On the web adapters and devices come only through promises: the synchronous [`Clip`] runs
+/// the CPU engine there, and the GPU engine is built and run with the `_async` functions
+/// ([`gpu::Context::new_async`], [`GpuEncoder::with_options_async`], `encode_async`).
+#[cfg(target_arch = "wasm32")]
+const WEB_GPU: &str =
+    "on the web the GPU engine opens asynchronously (gpu::Context::new_async); Clip runs the CPU engine";
+
+#[cfg(target_arch = "wasm32")]
+fn open_context(_opts: &ClipOptions) -> std::result::Result<gpu::Context, GpuError> {
+    Err(GpuError::Unsupported(WEB_GPU.into()))
+}
+
+#[cfg(target_arch = "wasm32")]
+fn open_gpu(
+    _ctx: gpu::Context,
+    _ck: &Checkpoint,
+    _opts: &ClipOptions,
+    _precision: Option<Precision>,
+) -> std::result::Result<GpuEncoder, GpuError> {
+    Err(GpuError::Unsupported(WEB_GPU.into()))
+}
+
+#[cfg(not(target_arch = "wasm32"))]
 fn open_gpu(
     ctx: gpu::Context,
     ck: &Checkpoint,

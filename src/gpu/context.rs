@@ -96,23 +96,34 @@ fn instance(backends: wgpu::Backends) -> wgpu::Instance {
     wgpu::Instance::new(desc)
 }
 
-fn enumerate(backends: wgpu::Backends) -> (wgpu::Instance, Vec<wgpu::Adapter>) {
+async fn enumerate(backends: wgpu::Backends) -> (wgpu::Instance, Vec<wgpu::Adapter>) {
     let inst = instance(backends);
-    let list = pollster::block_on(inst.enumerate_adapters(backends));
+    let list = inst.enumerate_adapters(backends).await;
     (inst, list)
+}
+
+/// The primary backends: Vulkan, Metal, DX12 natively; the browser's WebGPU on the web.
+fn primary() -> wgpu::Backends {
+    if cfg!(target_arch = "wasm32") {
+        wgpu::Backends::BROWSER_WEBGPU
+    } else {
+        wgpu::Backends::PRIMARY
+    }
 }
 
 fn backends_for(backend: Option<&str>) -> Result<wgpu::Backends, GpuError> {
     match backend {
         Some(b) => parse_backend(b),
+        None if cfg!(target_arch = "wasm32") => Ok(wgpu::Backends::BROWSER_WEBGPU),
         None => Ok(wgpu::Backends::PRIMARY | wgpu::Backends::GL),
     }
 }
 
 /// Every adapter of the selected backend (of all of them when `backend` is `None`), in the
 /// order `--adapter N` indexes.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn adapters(backend: Option<&str>) -> Result<Vec<AdapterReport>, GpuError> {
-    let (_i, list) = enumerate(backends_for(backend)?);
+    let (_i, list) = super::block_on(enumerate(backends_for(backend)?));
     Ok(list.iter().enumerate().map(|(i, a)| AdapterReport::new(i, a)).collect())
 }
 
@@ -153,16 +164,23 @@ impl std::fmt::Debug for Context {
 impl Context {
     /// Picks an adapter as `opts` says (by default the best GPU of the primary backends:
     /// discrete, then integrated, virtual, other, CPU) and opens a device on it.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn new(opts: &ContextOptions) -> Result<Context, GpuError> {
+        super::block_on(Self::new_async(opts))
+    }
+
+    /// [`new`](Self::new), awaited: the web's only way (its adapter and device come through
+    /// promises). On the web the adapter is the browser's WebGPU one.
+    pub async fn new_async(opts: &ContextOptions) -> Result<Context, GpuError> {
         let backends = backends_for(opts.backend.as_deref())?;
         // With nothing named, GL is enumerated only when the primary backends have no
         // adapter: it is the slow last resort, and EGL probing prints noise on headless hosts.
         let (inst, list) = match (&opts.adapter, &opts.backend) {
-            (None, None) => match enumerate(wgpu::Backends::PRIMARY) {
-                (_, l) if l.is_empty() => enumerate(backends),
+            (None, None) => match enumerate(primary()).await {
+                (_, l) if l.is_empty() => enumerate(backends).await,
                 found => found,
             },
-            _ => enumerate(backends),
+            _ => enumerate(backends).await,
         };
         let reports: Vec<AdapterReport> = list.iter().enumerate().map(|(i, a)| AdapterReport::new(i, a)).collect();
         let chosen = match &opts.adapter {
@@ -180,7 +198,7 @@ impl Context {
             }),
         };
         if let Some(i) = chosen {
-            return Context::open(inst, list[i].clone(), reports[i].clone());
+            return Context::open_async(inst, list[i].clone(), reports[i].clone()).await;
         }
         let what = match (&opts.adapter, &opts.backend) {
             (Some(a), Some(b)) => format!(" matching `{a}` on backend {b}"),
@@ -196,7 +214,17 @@ impl Context {
     /// Opens a device on `adapter`, requesting SHADER_F16 and SUBGROUP where present, and
     /// EXPERIMENTAL_COOPERATIVE_MATRIX only where the adapter reports it with the 16×16×16
     /// f16→f32 configuration the tensor-core matmul uses; and the adapter's own limits.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn open(instance: wgpu::Instance, adapter: wgpu::Adapter, report: AdapterReport) -> Result<Context, GpuError> {
+        super::block_on(Self::open_async(instance, adapter, report))
+    }
+
+    /// [`open`](Self::open), awaited.
+    pub async fn open_async(
+        instance: wgpu::Instance,
+        adapter: wgpu::Adapter,
+        report: AdapterReport,
+    ) -> Result<Context, GpuError> {
         let mut wanted = wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP;
         let coop = report.coop_16x16x16_f16_f32;
         if coop {
@@ -218,7 +246,9 @@ impl Context {
             },
             ..Default::default()
         };
-        let (device, queue) = pollster::block_on(adapter.request_device(&desc))
+        let (device, queue) = adapter
+            .request_device(&desc)
+            .await
             .map_err(|e| GpuError::RequestDevice { adapter: report.name.clone(), msg: e.to_string() })?;
         let sink = Arc::new(ErrorSink::default());
         {
@@ -235,11 +265,13 @@ impl Context {
     }
 
     /// One context per adapter of the primary backends (Vulkan, Metal, DX12).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn all() -> Vec<Result<Context, GpuError>> {
         Self::open_all(wgpu::Backends::PRIMARY)
     }
 
     /// One context per adapter of one backend (`vulkan|metal|dx12|gl`).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn all_of(backend: &str) -> Vec<Result<Context, GpuError>> {
         match parse_backend(backend) {
             Ok(b) => Self::open_all(b),
@@ -247,8 +279,9 @@ impl Context {
         }
     }
 
+    #[cfg(not(target_arch = "wasm32"))]
     fn open_all(backends: wgpu::Backends) -> Vec<Result<Context, GpuError>> {
-        let (inst, list) = enumerate(backends);
+        let (inst, list) = super::block_on(enumerate(backends));
         list.iter().enumerate().map(|(i, a)| Context::open(inst.clone(), a.clone(), AdapterReport::new(i, a))).collect()
     }
 
@@ -262,6 +295,7 @@ impl Context {
     /// A second device on the same adapter (same features and limits): the tensor-core
     /// self-check runs there, so that a pipeline that loses its device does not take the
     /// engine's with it.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn reopen(&self) -> Result<Context, GpuError> {
         Context::open(self.instance.clone(), self.adapter.clone(), self.report.clone())
     }

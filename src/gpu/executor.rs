@@ -22,7 +22,9 @@ use super::selfcheck::choose_matmul;
 use super::shader::KernelKey;
 use super::types::{GpuError, Precision};
 use super::weights::WeightStore;
-use crate::model::{check_tokens, text_len, Act, ClipConfig, Input, Params, Program, Rows, Seqs, Tower, Weights};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::model::Act;
+use crate::model::{check_tokens, text_len, ClipConfig, Input, Params, Program, Rows, Seqs, Tower, Weights};
 
 /// Chunk limits and kernel choices.
 #[derive(Debug, Clone)]
@@ -107,18 +109,18 @@ fn max_binding(ctx: &Context, opts: &GpuOptions) -> u64 {
 
 /// Uploads `params`, creates the pipelines of `keys` and checks every op of `programs` can be
 /// bound.
-fn resources(
+async fn resources(
     ctx: &Context,
     params: &Params,
     precision: Precision,
     opts: &GpuOptions,
     towers: &[(&Program, &[KernelKey])],
 ) -> Result<Resources, GpuError> {
-    let store = WeightStore::upload(ctx, params, precision.weights(), max_binding(ctx, opts))?;
+    let store = WeightStore::upload_async(ctx, params, precision.weights(), max_binding(ctx, opts)).await?;
     let mut res = Resources::new(ctx, store);
     for (program, keys) in towers {
         res.check_bindings(program, keys, params)?;
-        res.add_kernels(keys)?;
+        res.add_kernels_async(keys).await?;
     }
     if let Some(e) = ctx.take_error() {
         return Err(e);
@@ -127,10 +129,12 @@ fn resources(
 }
 
 impl GpuEncoder {
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn new(ctx: &Context, cfg: &ClipConfig, weights: &Weights, precision: Precision) -> Result<Self, GpuError> {
         Self::with_options(ctx, cfg, weights, precision, GpuOptions::default())
     }
 
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn from_checkpoint(
         ctx: &Context,
         ck: &crate::model::Checkpoint,
@@ -139,7 +143,19 @@ impl GpuEncoder {
         Self::new(ctx, &ck.config, &ck.weights, precision)
     }
 
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn with_options(
+        ctx: &Context,
+        cfg: &ClipConfig,
+        weights: &Weights,
+        precision: Precision,
+        opts: GpuOptions,
+    ) -> Result<Self, GpuError> {
+        super::block_on(Self::with_options_async(ctx, cfg, weights, precision, opts))
+    }
+
+    /// [`with_options`](Self::with_options), awaited (the web's way).
+    pub async fn with_options_async(
         ctx: &Context,
         cfg: &ClipConfig,
         weights: &Weights,
@@ -159,7 +175,7 @@ impl GpuEncoder {
         };
         let (vision, text) = (make(Tower::Vision), make(Tower::Text));
         let towers = [(&vision.program, &vision.keys[..]), (&text.program, &text.keys[..])];
-        let res = resources(ctx, &weights.params, precision, &opts, &towers)?;
+        let res = resources(ctx, &weights.params, precision, &opts, &towers).await?;
         Ok(GpuEncoder { res, precision, cfg: cfg.clone(), opts, vision, text, coop, plain_reason })
     }
 
@@ -248,7 +264,14 @@ impl GpuEncoder {
 
     /// The L2-normalised embeddings of a batch, `[n, embed_dim]`, exactly like
     /// [`cpu::run`](crate::cpu::run) with this tower's program.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn encode(&self, tower: Tower, input: &Input) -> Result<Vec<f32>, GpuError> {
+        super::block_on(self.encode_async(tower, input))
+    }
+
+    /// [`encode`](Self::encode), awaited (the web's way: each chunk's results come back
+    /// when the browser has mapped them).
+    pub async fn encode_async(&self, tower: Tower, input: &Input<'_>) -> Result<Vec<f32>, GpuError> {
         if let Some(e) = self.res.ctx.take_error() {
             return Err(e);
         }
@@ -273,7 +296,7 @@ impl GpuEncoder {
                     let k = per.min(n - s);
                     let seqs = Seqs::uniform(k, v.tokens());
                     let chunk = ChunkInput::Pixels(&data[s * px..(s + k) * px]);
-                    out.extend(self.run_chunk(tower, &seqs, &chunk)?);
+                    out.extend(self.run_chunk(tower, &seqs, &chunk).await?);
                     s += k;
                 }
             }
@@ -292,7 +315,7 @@ impl GpuEncoder {
                     }
                     let e = e.max(s + 1);
                     let seqs = Seqs::from_lens(lens[s..e].to_vec());
-                    out.extend(self.run_chunk(tower, &seqs, &ChunkInput::Tokens(&texts[s..e]))?);
+                    out.extend(self.run_chunk(tower, &seqs, &ChunkInput::Tokens(&texts[s..e])).await?);
                     s = e;
                 }
             }
@@ -309,7 +332,11 @@ impl GpuEncoder {
         }
     }
 
-    fn run_chunk(&self, tower: Tower, seqs: &Seqs, input: &ChunkInput) -> Result<Vec<f32>, GpuError> {
+    // The pool's lock is held across the awaits: natively `block_on` drives this future on
+    // the calling thread, so it is held exactly as long as a synchronous chunk held it (and
+    // concurrent callers wait as before); the web has one thread.
+    #[allow(clippy::await_holding_lock)]
+    async fn run_chunk(&self, tower: Tower, seqs: &Seqs, input: &ChunkInput<'_>) -> Result<Vec<f32>, GpuError> {
         let te = self.tower(tower);
         let dev = &self.res.ctx.device;
         let oom = dev.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
@@ -347,10 +374,11 @@ impl GpuEncoder {
         let part_rows = |id: crate::model::ParamId| self.res.weights.part_rows[id.0];
         let chunk = Chunk { program: &te.program, seqs, vision: &self.cfg.vision, part_rows: &part_rows };
         let result = pool
-            .run(&self.res, &te.keys, &chunk, input, &[], &[te.program.output])
+            .run_async(&self.res, &te.keys, &chunk, input, &[], &[te.program.output])
+            .await
             .map(|mut v| v.pop().unwrap_or_default());
-        let val_err = pollster::block_on(val.pop()).map(|e| GpuError::Backend(e.to_string()));
-        let oom_err = pollster::block_on(oom.pop()).map(|e| {
+        let val_err = val.pop().await.map(|e| GpuError::Backend(e.to_string()));
+        let oom_err = oom.pop().await.map(|e| {
             let what = if tower == Tower::Vision { "images" } else { "texts" };
             GpuError::OutOfMemory(format!(
                 "{e} (a chunk of {} {what} in buffers for {slots}, {:.0} MiB; a smaller --batch-size needs less)",
@@ -378,6 +406,7 @@ impl GpuEncoder {
 /// written first (f32, converted to their storage type); returns the activations of `read`
 /// (as f32). The per-kernel tests compare this with [`cpu::run_op`](crate::cpu::run_op).
 #[allow(clippy::too_many_arguments)]
+#[cfg(not(target_arch = "wasm32"))]
 pub fn run_program(
     ctx: &Context,
     cfg: &ClipConfig,
@@ -390,7 +419,7 @@ pub fn run_program(
     read: &[Act],
 ) -> Result<(Vec<KernelKey>, Vec<Vec<f32>>), GpuError> {
     let keys = plan_kernels_with(program, precision, ctx.has_subgroup() && opts.subgroups, false);
-    let res = resources(ctx, params, precision, opts, &[(program, &keys[..])])?;
+    let res = super::block_on(resources(ctx, params, precision, opts, &[(program, &keys[..])]))?;
     let seqs = Seqs::of(input, cfg);
     let (chunk_input, input_bytes) = match input {
         Input::Pixels { data, .. } => (ChunkInput::Pixels(data), data.len() as u64 * 4),
@@ -410,7 +439,7 @@ pub fn run_program(
     let part_rows = |id: crate::model::ParamId| res.weights.part_rows[id.0];
     let chunk = Chunk { program, seqs: &seqs, vision: &cfg.vision, part_rows: &part_rows };
     let out = pool.run(&res, &keys, &chunk, &chunk_input, init, read);
-    if let Some(e) = pollster::block_on(val.pop()) {
+    if let Some(e) = super::block_on(val.pop()) {
         return Err(GpuError::Backend(e.to_string()));
     }
     out.map(|v| (keys, v))

@@ -41,9 +41,19 @@ pub mod types;
 pub mod weights;
 pub mod wgsl;
 
-pub use context::{adapters, Context, ContextOptions};
+#[cfg(not(target_arch = "wasm32"))]
+pub use context::adapters;
+pub use context::{Context, ContextOptions};
 pub use executor::{GpuEncoder, GpuOptions, GpuStats};
 pub use matmul_coop::MatmulPath;
 pub use plan::{plan_kernels, plan_kernels_with};
 pub use shader::KernelKey;
 pub use types::{AdapterReport, Dt, GpuError, Precision};
+
+/// Drives a future to completion on the calling thread: the native API's waits on the device
+/// (adapter, device, error scopes, buffer mapping). The web has no such wait: there the
+/// `_async` functions are awaited instead, and nothing blocks.
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    pollster::block_on(f)
+}

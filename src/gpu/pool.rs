@@ -65,7 +65,13 @@ impl Resources {
     }
 
     /// Creates the pipelines of `keys` not made yet.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn add_kernels(&mut self, keys: &[KernelKey]) -> Result<(), GpuError> {
+        super::block_on(self.add_kernels_async(keys))
+    }
+
+    /// [`add_kernels`](Self::add_kernels), awaited.
+    pub async fn add_kernels_async(&mut self, keys: &[KernelKey]) -> Result<(), GpuError> {
         let scope = self.ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
         for key in keys {
             if !self.kernels.contains_key(key) {
@@ -73,7 +79,7 @@ impl Resources {
                 self.counters.pipelines.fetch_add(1, Relaxed);
             }
         }
-        match pollster::block_on(scope.pop()) {
+        match scope.pop().await {
             Some(e) => Err(GpuError::Backend(format!("creating the pipelines: {e}"))),
             None => Ok(()),
         }
@@ -223,12 +229,27 @@ impl Pool {
     /// Writes a chunk's inputs, the activations of `init` (f32, converted to their storage
     /// type) and every op's uniform block, records every op into one compute pass, submits
     /// once and returns the first `rows × width` values of each activation of `read`.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn run(
         &self,
         res: &Resources,
         keys: &[KernelKey],
         chunk: &Chunk,
         input: &ChunkInput,
+        init: &[(Act, &[f32])],
+        read: &[Act],
+    ) -> Result<Vec<Vec<f32>>, GpuError> {
+        super::block_on(self.run_async(res, keys, chunk, input, init, read))
+    }
+
+    /// [`run`](Self::run), awaited: on the web the readback's mapping completes when the
+    /// browser says so, with nothing polled or blocked.
+    pub async fn run_async(
+        &self,
+        res: &Resources,
+        keys: &[KernelKey],
+        chunk: &Chunk<'_>,
+        input: &ChunkInput<'_>,
         init: &[(Act, &[f32])],
         read: &[Act],
     ) -> Result<Vec<Vec<f32>>, GpuError> {
@@ -307,16 +328,20 @@ impl Pool {
         res.counters.submits.fetch_add(1, Relaxed);
 
         let total = total.max(16);
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (tx, rx) = tokio::sync::oneshot::channel();
         let slice = readback.slice(0..total);
         slice.map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
+        // Natively the mapping completes inside this wait (the receive below is then ready);
+        // the browser completes it on its own, and the receive waits for it.
+        #[cfg(not(target_arch = "wasm32"))]
         dev.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError::DeviceLost(e.to_string()))?;
+        let mapped = rx.await;
         if let Some(e) = res.ctx.take_error() {
             return Err(e);
         }
-        match rx.recv() {
+        match mapped {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(GpuError::Backend(format!("reading the results back: {e}"))),
             Err(_) => return Err(GpuError::Backend("the readback never completed".into())),

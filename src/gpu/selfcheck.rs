@@ -3,12 +3,22 @@
 //! reference ([`check_matmul`]); `choose_matmul` decides the matmul path and says why.
 
 use super::context::Context;
+#[cfg(not(target_arch = "wasm32"))]
 use super::matmul;
-use super::matmul_coop::{self, CoopKey, MatmulPath};
-use super::pipeline::{bind_all, create_kernel};
-use super::shader::KernelKey;
-use super::types::{Dt, GpuError, Precision};
-use crate::model::{Activation, Epilogue};
+#[cfg(not(target_arch = "wasm32"))]
+use super::matmul_coop::CoopKey;
+use super::matmul_coop::{self, MatmulPath};
+use super::types::{GpuError, Precision};
+#[cfg(not(target_arch = "wasm32"))]
+use super::{
+    pipeline::{bind_all, create_kernel},
+    shader::KernelKey,
+};
+#[cfg(not(target_arch = "wasm32"))]
+use {
+    super::types::Dt,
+    crate::model::{Activation, Epilogue},
+};
 
 /// Decides the matmul path: `(coop, why not)`. Forcing `coop` where it cannot run is an
 /// error; under `auto` the plain kernel runs and the reason is kept for `info` and notices.
@@ -26,15 +36,7 @@ pub(crate) fn choose_matmul(
     } else if !ctx.has_coop() {
         Some("the device was opened without EXPERIMENTAL_COOPERATIVE_MATRIX".into())
     } else {
-        // Never run on hardware before this: check it against an f64 reference on a separate
-        // device before trusting it with the model.
-        let checked = ctx.reopen().map_err(|e| e.to_string()).and_then(|probe| {
-            for key in SELF_CHECK_KEYS {
-                check_matmul(&probe, &KernelKey::MatmulCoop(key), key.epi, SELF_CHECK_SHAPE)?;
-            }
-            Ok(())
-        });
-        checked.err().map(|e| format!("the cooperative-matrix kernel failed its self-check: {e}"))
+        self_check(ctx)
     };
     match (why_not, path) {
         (None, _) => Ok((true, None)),
@@ -50,8 +52,29 @@ pub(crate) fn choose_matmul(
     }
 }
 
+/// Why the cooperative-matrix kernel may not run, or `None` where it passed its self-check.
+#[cfg(not(target_arch = "wasm32"))]
+fn self_check(ctx: &Context) -> Option<String> {
+    // Never run on hardware before this: check it against an f64 reference on a separate
+    // device before trusting it with the model.
+    let checked = ctx.reopen().map_err(|e| e.to_string()).and_then(|probe| {
+        for key in SELF_CHECK_KEYS {
+            check_matmul(&probe, &KernelKey::MatmulCoop(key), key.epi, SELF_CHECK_SHAPE)?;
+        }
+        Ok(())
+    });
+    checked.err().map(|e| format!("the cooperative-matrix kernel failed its self-check: {e}"))
+}
+
+/// The web's WebGPU has no cooperative matrices (the device never gets the feature).
+#[cfg(target_arch = "wasm32")]
+fn self_check(_ctx: &Context) -> Option<String> {
+    Some("the browser's WebGPU has no cooperative matrices".into())
+}
+
 /// The epilogues the self-check runs: QKV (bias), MLP up (bias + QuickGELU), residual
 /// projections (bias + accumulate), all with f16 output as the towers use them.
+#[cfg(not(target_arch = "wasm32"))]
 const SELF_CHECK_KEYS: [CoopKey; 3] = [
     CoopKey { y: Dt::F16, epi: Epilogue { bias: true, act: Some(Activation::QuickGelu), accumulate: false } },
     CoopKey { y: Dt::F16, epi: Epilogue { bias: true, act: None, accumulate: false } },
@@ -66,6 +89,7 @@ pub const SELF_CHECK_SHAPE: (usize, usize, usize) = (130, 264, 768);
 /// of the same f16 inputs and the epilogue `expect`. Returns the largest error relative to
 /// `1 + |reference|`, or why it failed (pipeline or device error, or a mismatch beyond
 /// 5e-3, about 5 f16 ulps at 1).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn check_matmul(
     ctx: &Context,
     key: &KernelKey,
@@ -153,7 +177,7 @@ pub fn check_matmul(
         pass.dispatch_workgroups(d[0], d[1], d[2]);
     }
     enc.copy_buffer_to_buffer(&ybuf, 0, &read, 0, ybytes.len() as u64);
-    let errors = [pollster::block_on(internal.pop()), pollster::block_on(val.pop())];
+    let errors = [super::block_on(internal.pop()), super::block_on(val.pop())];
     if let Some(e) = errors.into_iter().flatten().next() {
         return Err(format!("{}: {e}", key.name()));
     }

@@ -40,7 +40,19 @@ fn align(v: u64, a: u64) -> u64 {
 impl WeightStore {
     /// Packs and uploads every parameter of `params` as `dt`, no binding larger than
     /// `max_binding` bytes (the device's limit, or less to test the splitting).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn upload(ctx: &Context, params: &Params, dt: Dt, max_binding: u64) -> Result<WeightStore, GpuError> {
+        super::block_on(Self::upload_async(ctx, params, dt, max_binding))
+    }
+
+    /// [`upload`](Self::upload), awaited (the web's way: its error scopes answer through a
+    /// promise).
+    pub async fn upload_async(
+        ctx: &Context,
+        params: &Params,
+        dt: Dt,
+        max_binding: u64,
+    ) -> Result<WeightStore, GpuError> {
         let limits = ctx.device.limits();
         let al = (limits.min_storage_buffer_offset_alignment as u64).max(16);
         // Largest buffer: within one binding and one buffer, and at most 1 GiB.
@@ -116,7 +128,7 @@ impl WeightStore {
             buf.unmap();
             buffers.push(buf);
         }
-        if let Some(e) = pollster::block_on(scope.pop()) {
+        if let Some(e) = scope.pop().await {
             return Err(GpuError::OutOfMemory(format!("uploading the weights: {e}")));
         }
         let bytes = params.list.iter().map(|p| p.data.len() as u64 * dt.size()).sum();

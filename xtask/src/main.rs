@@ -11,6 +11,7 @@ mod export;
 mod plot;
 mod results;
 mod sys;
+mod web;
 mod worker;
 
 use std::path::{Path, PathBuf};
@@ -46,6 +47,8 @@ enum Cmd {
     /// Build everything the GPU machine needs for the device check into DIR (git-ignored):
     /// stripped binaries, the Vulkan loader, check.sh. On the device: `DIR/check.sh OUT [--quick]`.
     DevicePack(device::Pack),
+    /// Build the browser package (web/, wasm-bindgen --target web) into target/web/pkg.
+    Web(web::Web),
     /// (internal) One measurement process, driven by `bench` on stdin.
     #[command(hide = true)]
     Worker {
@@ -136,6 +139,7 @@ fn main() -> Result<()> {
         Cmd::Bench(b) => bench(*b),
         Cmd::MakeImages(m) => make_images(&m),
         Cmd::DevicePack(p) => device::pack(&p, &root()),
+        Cmd::Web(w) => web::build(&w, &root()),
         Cmd::Report { dir } => {
             let rows: Vec<Row> = serde_json::from_str(&std::fs::read_to_string(dir.join("results.json"))?)?;
             let env: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("env.json"))?)?;
