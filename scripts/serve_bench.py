@@ -127,7 +127,7 @@ def rss_peak_mib(pid):
 
 def start_clip(args, port, extra=()):
     cmd = [args.bin, "serve", "--model", args.model, "--device", args.device, "--port", str(port),
-           "--cache-entries", "0", *extra]
+           "--cache-entries", "0", *args.clip_args.split(), *extra]
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(args.out / f"clip-{port}.log", "w"))
     return p, " ".join(cmd)
 
@@ -159,6 +159,7 @@ def main():
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--duration", type=int, default=20)
     ap.add_argument("--skip-overload", action="store_true")
+    ap.add_argument("--clip-args", default="", help="more options for `clip-wgpu serve` (e.g. \"--precision f32\")")
     ap.add_argument("--skip-reference", action="store_true", help="no seed-design service runs")
     ap.add_argument("--infinity", help="infinity_emb executable: measure it too (see above)")
     ap.add_argument("--sweep-max-wait", help="comma-separated --max-wait-ms values: clip-wgpu alone under "
