@@ -123,7 +123,7 @@ fn backends_for(backend: Option<&str>) -> Result<wgpu::Backends, GpuError> {
 /// order `--adapter N` indexes.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn adapters(backend: Option<&str>) -> Result<Vec<AdapterReport>, GpuError> {
-    let (_i, list) = super::block_on(enumerate(backends_for(backend)?));
+    let (_i, list) = block_on(enumerate(backends_for(backend)?));
     Ok(list.iter().enumerate().map(|(i, a)| AdapterReport::new(i, a)).collect())
 }
 
@@ -166,7 +166,7 @@ impl Context {
     /// discrete, then integrated, virtual, other, CPU) and opens a device on it.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn new(opts: &ContextOptions) -> Result<Context, GpuError> {
-        super::block_on(Self::new_async(opts))
+        block_on(Self::new_async(opts))
     }
 
     /// [`new`](Self::new), awaited: the web's only way (its adapter and device come through
@@ -216,7 +216,7 @@ impl Context {
     /// f16→f32 configuration the tensor-core matmul uses; and the adapter's own limits.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn open(instance: wgpu::Instance, adapter: wgpu::Adapter, report: AdapterReport) -> Result<Context, GpuError> {
-        super::block_on(Self::open_async(instance, adapter, report))
+        block_on(Self::open_async(instance, adapter, report))
     }
 
     /// [`open`](Self::open), awaited.
@@ -281,7 +281,7 @@ impl Context {
 
     #[cfg(not(target_arch = "wasm32"))]
     fn open_all(backends: wgpu::Backends) -> Vec<Result<Context, GpuError>> {
-        let (inst, list) = super::block_on(enumerate(backends));
+        let (inst, list) = block_on(enumerate(backends));
         list.iter().enumerate().map(|(i, a)| Context::open(inst.clone(), a.clone(), AdapterReport::new(i, a))).collect()
     }
 
@@ -334,4 +334,12 @@ impl Context {
             })
         }
     }
+}
+
+/// Drives a future to completion on the calling thread: the native API's waits on the device
+/// (adapter, device, error scopes, buffer mapping). The web has no such wait: there the
+/// `_async` functions are awaited instead, and nothing blocks.
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    pollster::block_on(f)
 }

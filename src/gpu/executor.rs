@@ -151,7 +151,7 @@ impl GpuEncoder {
         precision: Precision,
         opts: GpuOptions,
     ) -> Result<Self, GpuError> {
-        super::block_on(Self::with_options_async(ctx, cfg, weights, precision, opts))
+        super::context::block_on(Self::with_options_async(ctx, cfg, weights, precision, opts))
     }
 
     /// [`with_options`](Self::with_options), awaited (the web's way).
@@ -266,7 +266,7 @@ impl GpuEncoder {
     /// [`cpu::run`](crate::cpu::run) with this tower's program.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn encode(&self, tower: Tower, input: &Input) -> Result<Vec<f32>, GpuError> {
-        super::block_on(self.encode_async(tower, input))
+        super::context::block_on(self.encode_async(tower, input))
     }
 
     /// [`encode`](Self::encode), awaited (the web's way: each chunk's results come back
@@ -419,7 +419,7 @@ pub fn run_program(
     read: &[Act],
 ) -> Result<(Vec<KernelKey>, Vec<Vec<f32>>), GpuError> {
     let keys = plan_kernels_with(program, precision, ctx.has_subgroup() && opts.subgroups, false);
-    let res = super::block_on(resources(ctx, params, precision, opts, &[(program, &keys[..])]))?;
+    let res = super::context::block_on(resources(ctx, params, precision, opts, &[(program, &keys[..])]))?;
     let seqs = Seqs::of(input, cfg);
     let (chunk_input, input_bytes) = match input {
         Input::Pixels { data, .. } => (ChunkInput::Pixels(data), data.len() as u64 * 4),
@@ -439,7 +439,7 @@ pub fn run_program(
     let part_rows = |id: crate::model::ParamId| res.weights.part_rows[id.0];
     let chunk = Chunk { program, seqs: &seqs, vision: &cfg.vision, part_rows: &part_rows };
     let out = pool.run(&res, &keys, &chunk, &chunk_input, init, read);
-    if let Some(e) = super::block_on(val.pop()) {
+    if let Some(e) = super::context::block_on(val.pop()) {
         return Err(GpuError::Backend(e.to_string()));
     }
     out.map(|v| (keys, v))

@@ -49,11 +49,3 @@ pub use matmul_coop::MatmulPath;
 pub use plan::{plan_kernels, plan_kernels_with};
 pub use shader::KernelKey;
 pub use types::{AdapterReport, Dt, GpuError, Precision};
-
-/// Drives a future to completion on the calling thread: the native API's waits on the device
-/// (adapter, device, error scopes, buffer mapping). The web has no such wait: there the
-/// `_async` functions are awaited instead, and nothing blocks.
-#[cfg(not(target_arch = "wasm32"))]
-pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    pollster::block_on(f)
-}

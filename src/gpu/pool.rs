@@ -67,7 +67,7 @@ impl Resources {
     /// Creates the pipelines of `keys` not made yet.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn add_kernels(&mut self, keys: &[KernelKey]) -> Result<(), GpuError> {
-        super::block_on(self.add_kernels_async(keys))
+        super::context::block_on(self.add_kernels_async(keys))
     }
 
     /// [`add_kernels`](Self::add_kernels), awaited.
@@ -239,7 +239,7 @@ impl Pool {
         init: &[(Act, &[f32])],
         read: &[Act],
     ) -> Result<Vec<Vec<f32>>, GpuError> {
-        super::block_on(self.run_async(res, keys, chunk, input, init, read))
+        super::context::block_on(self.run_async(res, keys, chunk, input, init, read))
     }
 
     /// [`run`](Self::run), awaited: on the web the readback's mapping completes when the

@@ -177,7 +177,7 @@ pub fn check_matmul(
         pass.dispatch_workgroups(d[0], d[1], d[2]);
     }
     enc.copy_buffer_to_buffer(&ybuf, 0, &read, 0, ybytes.len() as u64);
-    let errors = [super::block_on(internal.pop()), super::block_on(val.pop())];
+    let errors = [super::context::block_on(internal.pop()), super::context::block_on(val.pop())];
     if let Some(e) = errors.into_iter().flatten().next() {
         return Err(format!("{}: {e}", key.name()));
     }

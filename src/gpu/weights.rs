@@ -42,7 +42,7 @@ impl WeightStore {
     /// `max_binding` bytes (the device's limit, or less to test the splitting).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn upload(ctx: &Context, params: &Params, dt: Dt, max_binding: u64) -> Result<WeightStore, GpuError> {
-        super::block_on(Self::upload_async(ctx, params, dt, max_binding))
+        super::context::block_on(Self::upload_async(ctx, params, dt, max_binding))
     }
 
     /// [`upload`](Self::upload), awaited (the web's way: its error scopes answer through a
