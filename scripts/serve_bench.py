@@ -90,6 +90,24 @@ def metrics(url):
     return out
 
 
+def mean_batch(before, after, tower):
+    """Mean batch size of `tower` between two /metrics readings, or None without a batch."""
+    n = after.get(("clip_wgpu_batch_size_count", tower), 0) - before.get(("clip_wgpu_batch_size_count", tower), 0)
+    s = after.get(("clip_wgpu_batch_size_sum", tower), 0) - before.get(("clip_wgpu_batch_size_sum", tower), 0)
+    return s / n if n > 0 else None
+
+
+def stop(procs):
+    """SIGTERM to every process, then wait for each (killed past 60 s)."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 def oha(url, body_file, clients, duration, extra=()):
     cmd = ["oha", "-z", f"{duration}s", "-c", str(clients), "-m", "POST", "-H", "Content-Type: application/json",
            "-D", str(body_file), "--no-tui", "--output-format", "json", "-t", "120s", "-w", *extra, url]
@@ -202,21 +220,13 @@ def main():
                     if before is not None:
                         after = metrics(clip_url)
                         for tower in ("image", "text"):
-                            n = after.get(("clip_wgpu_batch_size_count", tower), 0) - before.get(("clip_wgpu_batch_size_count", tower), 0)
-                            s = after.get(("clip_wgpu_batch_size_sum", tower), 0) - before.get(("clip_wgpu_batch_size_sum", tower), 0)
-                            if n > 0:
-                                r[f"mean_batch_{tower}"] = s / n
+                            if (m := mean_batch(before, after, tower)) is not None:
+                                r[f"mean_batch_{tower}"] = m
                     print(json.dumps({k: v for k, v in r.items() if k != "command"}), flush=True)
                     results["runs"].append(r)
             results["rss_peak_mib_clip"] = rss_peak_mib(clip.pid)
         finally:
-            for p in (clip, ref):
-                p.terminate()
-            for p in (clip, ref):
-                try:
-                    p.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+            stop((clip, ref))
         results["clip_exit_code_after_sigterm"] = clip.returncode
 
     if args.infinity:
@@ -268,20 +278,12 @@ def main():
                     if before is not None:
                         after = metrics(clip_url)
                         t = "image" if kind == "image" else "text"
-                        n = after.get(("clip_wgpu_batch_size_count", t), 0) - before.get(("clip_wgpu_batch_size_count", t), 0)
-                        sm = after.get(("clip_wgpu_batch_size_sum", t), 0) - before.get(("clip_wgpu_batch_size_sum", t), 0)
-                        if n > 0:
-                            r[f"mean_batch_{t}"] = sm / n
+                        if (m := mean_batch(before, after, t)) is not None:
+                            r[f"mean_batch_{t}"] = m
                     print(json.dumps({k: v for k, v in r.items() if k != "command"}), flush=True)
                     results.setdefault("infinity_runs", []).append(r)
         finally:
-            for p in (inf, clip):
-                p.terminate()
-            for p in (inf, clip):
-                try:
-                    p.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+            stop((inf, clip))
 
     if args.sweep_max_wait:
         port = 18085
