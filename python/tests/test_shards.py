@@ -75,6 +75,48 @@ def test_cli_reports_bad_samples_and_scores_shard_captions(cli, clip, tmp_path):
     assert np.abs(np.array([x["score"] for x in scored]) - want).max() <= 1e-3
 
 
+def test_cli_score_parquet_has_typed_columns_scores_and_embeddings(cli, clip, tmp_path):
+    shards = make_shards(tmp_path / "shards", 1, 4, bad={2})
+    out = tmp_path / "scores.parquet"
+    r = cli("score", "--model", TINY, "--device", "cpu", "--quiet", "--format", "parquet", "--output", out,
+            "--pairs", shards[0], check=False)
+    # the bad sample has no row, is named on stderr, and the run says so in its exit status
+    assert r.returncode == 2 and "000000002" in r.stderr
+    table = pq.read_table(out)
+    assert [(f.name, str(f.type)) for f in table.schema][:5] == [
+        ("image", "string"), ("text", "string"), ("score", "float"), ("cosine", "float"), ("logit", "float"),
+    ]
+    emb = table.schema.field("embedding").type
+    assert emb.list_size == clip.info()["embed_dim"] and str(emb.value_type) == "float"
+    rows = table.to_pylist()
+    assert [x["image"] for x in rows] == [f"{k:09d}" for k in (0, 1, 3)]
+    imgs = clip.embed_images([str(IMAGE_FILES[k]) for k in (0, 1, 3)])
+    txts = clip.embed_texts([x["text"] for x in rows])
+    cos = (imgs * txts).sum(1)
+    assert np.abs(np.array([x["cosine"] for x in rows]) - cos).max() <= 1e-5
+    assert np.abs(np.array([x["score"] for x in rows]) - 100 * np.maximum(cos, 0)).max() <= 1e-3
+    assert np.abs(np.array([x["embedding"] for x in rows], dtype=np.float32) - imgs).max() <= 1e-6
+    # without --output: a clear error, not Parquet bytes on a terminal
+    r = cli("score", "--model", TINY, "--device", "cpu", "--quiet", "--format", "parquet", "--pairs", shards[0],
+            check=False)
+    assert r.returncode != 0 and "--output" in r.stderr
+
+
+def test_cli_classify_parquet_is_typed(cli, tmp_path):
+    out = tmp_path / "labels.parquet"
+    cli("classify", "--model", TINY, "--device", "cpu", "--quiet", "--format", "parquet", "--output", out,
+        "--image", IMAGE_FILES[0], "--image", IMAGE_FILES[1], "--label", "cat", "--label", "dog", "--top-k", "2")
+    t = pq.read_table(out)
+    assert [(f.name, str(f.type)) for f in t.schema] == [
+        ("image", "string"), ("rank", "uint32"), ("label", "string"), ("prob", "float"), ("logit", "float"),
+        ("cosine", "float"),
+    ]
+    rows = t.to_pylist()
+    assert [x["rank"] for x in rows] == [1, 2, 1, 2]
+    for i in (0, 2):
+        assert abs(rows[i]["prob"] + rows[i + 1]["prob"] - 1) < 1e-5 and rows[i]["prob"] >= rows[i + 1]["prob"]
+
+
 def test_clip_retrieval_layout_is_read_by_embedding_reader(cli, clip, tmp_path):
     er = pytest.importorskip("embedding_reader")
     shards = make_shards(tmp_path / "shards", 2, 5)

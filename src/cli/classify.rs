@@ -13,7 +13,7 @@ use clip_wgpu::pipeline::Pipeline;
 use clip_wgpu::{cosine, softmax, Error};
 
 use super::inputs::{read_lines, ImageArgs, ImageInput};
-use super::output::{Cell, Format, RecordWriter, Sink};
+use super::output::{Cell, Col, Format, RecordWriter, Sink};
 use super::{exit_code, load, ModelArgs, Progress};
 
 #[derive(Args)]
@@ -61,7 +61,14 @@ struct Result<'a> {
     top: Vec<Top<'a>>,
 }
 
-const COLUMNS: &[&str] = &["image", "rank", "label", "prob", "logit", "cosine"];
+const COLUMNS: &[(&str, Col)] = &[
+    ("image", Col::Text),
+    ("rank", Col::Int),
+    ("label", Col::Text),
+    ("prob", Col::Num),
+    ("logit", Col::Num),
+    ("cosine", Col::Num),
+];
 
 pub fn classify(a: ClassifyArgs) -> std::result::Result<ExitCode, Error> {
     let mut labels = a.labels.clone();

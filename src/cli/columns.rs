@@ -13,10 +13,17 @@
 //! | `embedding` | fixed_size_list<float32>[D]           | L2-normalised                             |
 //!
 //! Failed inputs have no row (they are reported on stderr and the exit status is 2).
+//!
+//! `score` and `classify` write their records as Parquet too ([`RecordsParquet`], behind
+//! `--format parquet`): one row per record, its columns typed as the command declares them
+//! (`score`: `image`, `text` strings; `score`, `cosine`, `logit` float32; `embedding`, the
+//! image's, fixed_size_list<float32>[D]).
 
 use std::path::{Path, PathBuf};
 
 use clip_wgpu::{Clip, Error};
+
+use super::output::{AtomicFile, Cell, Col};
 
 #[cfg(feature = "parquet")]
 pub use imp::*;
@@ -51,18 +58,40 @@ impl ColumnsWriter {
     }
 }
 
+#[cfg(not(feature = "parquet"))]
+pub struct RecordsParquet;
+
+#[cfg(not(feature = "parquet"))]
+impl RecordsParquet {
+    pub fn create(_: AtomicFile, _: &[(&'static str, Col)]) -> clip_wgpu::Result<Self> {
+        Err(Error::Invalid("this build has no Parquet output (cargo feature `parquet`)".into()))
+    }
+    pub fn name(&self) -> PathBuf {
+        PathBuf::new()
+    }
+    pub fn push(&mut self, _: Vec<Cell>) -> clip_wgpu::Result<()> {
+        Ok(())
+    }
+    pub fn write(&mut self) -> clip_wgpu::Result<()> {
+        Ok(())
+    }
+    pub fn commit(self) -> clip_wgpu::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(feature = "parquet")]
 mod imp {
     use std::sync::Arc;
 
-    use arrow_array::{ArrayRef, FixedSizeListArray, Float32Array, RecordBatch, StringArray};
+    use arrow_array::{ArrayRef, FixedSizeListArray, Float32Array, RecordBatch, StringArray, UInt32Array};
     use arrow_schema::{DataType, Field, Schema, SchemaRef};
     use parquet::arrow::ArrowWriter;
     use parquet::basic::Compression;
     use parquet::file::properties::WriterProperties;
 
     use super::super::embed::{Container, Dtype, NpyWriter};
-    use super::super::output::{io_err, AtomicFile};
+    use super::super::output::io_err;
     use super::*;
 
     /// Column values not yet written.
@@ -89,8 +118,13 @@ mod imp {
 
     impl Parquet {
         fn create(path: &Path, schema: SchemaRef, dim: usize) -> clip_wgpu::Result<Parquet> {
+            Parquet::on(AtomicFile::create(path)?, schema, dim)
+        }
+
+        fn on(file: AtomicFile, schema: SchemaRef, dim: usize) -> clip_wgpu::Result<Parquet> {
+            let path = file.dest().to_path_buf();
+            let path = path.as_path();
             let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
-            let file = AtomicFile::create(path)?;
             let writer = ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(|e| io_err(path, e))?;
             Ok(Parquet { writer, schema, path: path.into(), dim, rows: 0 })
         }
@@ -250,6 +284,98 @@ mod imp {
                     ))
                 }
             }
+        }
+    }
+
+    /// The records of `score`/`classify` as Parquet: rows of [`Cell`]s under typed columns,
+    /// buffered until [`write`](Self::write) (once per batch of images).
+    pub struct RecordsParquet {
+        p: Parquet,
+        cols: Vec<Col>,
+        rows: Vec<Vec<Cell>>,
+    }
+
+    impl RecordsParquet {
+        pub fn create(file: AtomicFile, typed: &[(&'static str, Col)]) -> clip_wgpu::Result<Self> {
+            let mut dim = 0;
+            let fields: Vec<Field> = typed
+                .iter()
+                .map(|&(name, col)| {
+                    let t = match col {
+                        Col::Text => DataType::Utf8,
+                        Col::Num => DataType::Float32,
+                        Col::Int => DataType::UInt32,
+                        Col::Vector(d) => {
+                            dim = d;
+                            list_field(d)
+                        }
+                    };
+                    Field::new(name, t, false)
+                })
+                .collect();
+            let p = Parquet::on(file, Arc::new(Schema::new(fields)), dim)?;
+            Ok(RecordsParquet { p, cols: typed.iter().map(|c| c.1).collect(), rows: Vec::new() })
+        }
+
+        pub fn name(&self) -> PathBuf {
+            self.p.path.clone()
+        }
+
+        pub fn push(&mut self, row: Vec<Cell>) -> clip_wgpu::Result<()> {
+            let fits = row.len() == self.cols.len()
+                && row.iter().zip(&self.cols).all(|(cell, col)| match (cell, col) {
+                    (Cell::Text(_), Col::Text) | (Cell::Num(..), Col::Num) | (Cell::Int(_), Col::Int) => true,
+                    (Cell::Vector(v), Col::Vector(d)) => v.len() == *d,
+                    _ => false,
+                });
+            if !fits {
+                return Err(io_err(&self.p.path, "a record does not match the Parquet columns (a bug)"));
+            }
+            self.rows.push(row);
+            Ok(())
+        }
+
+        /// Writes the buffered rows as one record batch.
+        pub fn write(&mut self) -> clip_wgpu::Result<()> {
+            if self.rows.is_empty() {
+                return Ok(());
+            }
+            let rows = std::mem::take(&mut self.rows);
+            let mut columns = Vec::with_capacity(self.cols.len());
+            for (c, col) in self.cols.iter().enumerate() {
+                let cells = rows.iter().map(|r| &r[c]);
+                let array: ArrayRef = match col {
+                    Col::Text => Arc::new(StringArray::from_iter_values(cells.map(|x| match x {
+                        Cell::Text(s) => s.as_str(),
+                        _ => unreachable!("checked in push"),
+                    }))),
+                    Col::Num => Arc::new(Float32Array::from_iter_values(cells.map(|x| match x {
+                        Cell::Num(v, _) => *v,
+                        _ => unreachable!("checked in push"),
+                    }))),
+                    Col::Int => Arc::new(UInt32Array::from_iter_values(cells.map(|x| match x {
+                        Cell::Int(v) => *v as u32,
+                        _ => unreachable!("checked in push"),
+                    }))),
+                    Col::Vector(_) => {
+                        let mut values = Vec::new();
+                        for x in cells {
+                            if let Cell::Vector(v) = x {
+                                values.extend_from_slice(v);
+                            }
+                        }
+                        self.p.embeddings(values)?
+                    }
+                };
+                columns.push(array);
+            }
+            self.p.write(columns)
+        }
+
+        /// Writes the rest and moves the file into place.
+        pub fn commit(mut self) -> clip_wgpu::Result<()> {
+            self.write()?;
+            self.p.commit().map(|_| ())
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Output: stdout or a file written atomically (a temporary file in the same directory,
 //! renamed over the destination when complete: an interrupted run leaves no half file), and
-//! the record formats (table, JSON, JSONL, CSV, TSV) written as results come.
+//! the record formats (table, JSON, JSONL, CSV, TSV, Parquet) written as results come.
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -10,6 +10,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use clip_wgpu::Error;
+
+use super::columns::RecordsParquet;
 
 pub fn io_err(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Io { path: path.into(), msg: e.to_string() }
@@ -129,6 +131,25 @@ pub enum Format {
     Csv,
     /// As csv, tab-separated.
     Tsv,
+    /// Parquet (needs --output FILE): one row per record, the columns typed (strings,
+    /// float32, uint32; `score` adds the image's embedding, fixed_size_list<float32>[D]),
+    /// written batch by batch. Failed inputs have no row: they are reported on stderr and the
+    /// exit status is 2.
+    Parquet,
+}
+
+/// The type of a record column, for the typed formats (Parquet).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Col {
+    /// a string ([`Cell::Text`])
+    Text,
+    /// a float32 ([`Cell::Num`])
+    Num,
+    /// an unsigned integer ([`Cell::Int`])
+    Int,
+    /// a float32 vector of this length ([`Cell::Vector`]); only in the typed formats, the
+    /// table, CSV and TSV leave it out
+    Vector(usize),
 }
 
 /// A table or CSV cell: text, or a number shown in the table with `decimals` decimals (and in
@@ -137,6 +158,8 @@ pub enum Cell {
     Text(String),
     Num(f32, usize),
     Int(usize),
+    /// An embedding: a [`Col::Vector`] column's value.
+    Vector(Vec<f32>),
 }
 
 impl Cell {
@@ -145,6 +168,7 @@ impl Cell {
             Cell::Text(s) => s.clone(),
             Cell::Num(x, _) => x.to_string(),
             Cell::Int(i) => i.to_string(),
+            Cell::Vector(_) => String::new(),
         }
     }
     fn short(&self) -> String {
@@ -152,6 +176,7 @@ impl Cell {
             Cell::Text(s) => s.clone(),
             Cell::Num(x, d) => format!("{x:.d$}"),
             Cell::Int(i) => i.to_string(),
+            Cell::Vector(_) => String::new(),
         }
     }
 }
@@ -159,10 +184,12 @@ impl Cell {
 enum Out {
     Plain(Sink),
     Csv(Box<csv::Writer<Sink>>),
+    Parquet(Box<RecordsParquet>),
 }
 
 /// Writes records in a [`Format`]: structured ones (JSON, JSONL) as serialisable objects,
-/// flat ones (table, CSV, TSV) as rows of cells under `columns`.
+/// flat ones (table, CSV, TSV, Parquet) as rows of cells under `columns` (the table, CSV and
+/// TSV leave the [`Col::Vector`] columns out).
 pub struct RecordWriter {
     format: Format,
     out: Out,
@@ -173,10 +200,26 @@ pub struct RecordWriter {
 }
 
 impl RecordWriter {
-    pub fn new(format: Format, sink: Sink, key: &'static str, columns: &[&'static str]) -> clip_wgpu::Result<Self> {
-        let mut columns = columns.to_vec();
+    pub fn new(
+        format: Format,
+        sink: Sink,
+        key: &'static str,
+        typed: &[(&'static str, Col)],
+    ) -> clip_wgpu::Result<Self> {
+        // the flat formats' columns: all but the vectors
+        let mut columns: Vec<&'static str> =
+            typed.iter().filter(|(_, c)| !matches!(c, Col::Vector(_))).map(|(n, _)| *n).collect();
         let name = sink.name();
         let out = match format {
+            Format::Parquet => match sink {
+                Sink::File(w) => {
+                    let file = w.into_inner().map_err(|e| io_err(&name, e.error()))?;
+                    Out::Parquet(Box::new(RecordsParquet::create(file, typed)?))
+                }
+                Sink::Stdout(_) => {
+                    return Err(Error::Invalid("--format parquet writes a file: give --output FILE".into()))
+                }
+            },
             Format::Csv | Format::Tsv => {
                 let mut w = csv::WriterBuilder::new()
                     .delimiter(if format == Format::Csv { b',' } else { b'\t' })
@@ -204,13 +247,14 @@ impl RecordWriter {
         match &self.out {
             Out::Plain(s) => s.name(),
             Out::Csv(w) => w.get_ref().name(),
+            Out::Parquet(p) => p.name(),
         }
     }
 
     fn plain(&mut self) -> &mut Sink {
         match &mut self.out {
             Out::Plain(s) => s,
-            Out::Csv(_) => unreachable!("plain output in a CSV writer"),
+            Out::Csv(_) | Out::Parquet(_) => unreachable!("plain output in a CSV or Parquet writer"),
         }
     }
 
@@ -235,12 +279,19 @@ impl RecordWriter {
             Format::Csv | Format::Tsv => {
                 let Out::Csv(w) = &mut self.out else { unreachable!() };
                 for row in rows {
-                    let mut fields: Vec<String> = row.iter().map(Cell::full).collect();
+                    let mut fields: Vec<String> =
+                        row.iter().filter(|c| !matches!(c, Cell::Vector(_))).map(Cell::full).collect();
                     fields.push(String::new());
                     w.write_record(&fields).map_err(|e| err(&e))?;
                 }
             }
             Format::Table => self.table.extend(rows),
+            Format::Parquet => {
+                let Out::Parquet(p) = &mut self.out else { unreachable!() };
+                for row in rows {
+                    p.push(row)?;
+                }
+            }
         }
         self.n += 1;
         Ok(())
@@ -273,7 +324,7 @@ impl RecordWriter {
                 w.write_record(&fields).map_err(|e| err(&e))?;
             }
             // already on stderr
-            Format::Table => {}
+            Format::Table | Format::Parquet => {}
         }
         Ok(())
     }
@@ -284,6 +335,7 @@ impl RecordWriter {
         let r = match &mut self.out {
             Out::Plain(s) => s.flush(),
             Out::Csv(w) => w.flush(),
+            Out::Parquet(p) => return p.write(),
         };
         r.map_err(|e| io_err(&name, e))
     }
@@ -325,12 +377,15 @@ impl RecordWriter {
         match self.out {
             Out::Plain(s) => s.commit(),
             Out::Csv(w) => w.into_inner().map_err(|e| err(e.error()))?.commit(),
+            Out::Parquet(p) => p.commit(),
         }
     }
 }
 
 /// Aligned columns: text left-aligned (at most 60 characters shown), numbers right-aligned.
 fn write_table(w: &mut impl Write, columns: &[&str], rows: &[Vec<Cell>]) -> std::io::Result<()> {
+    let rows: Vec<Vec<&Cell>> =
+        rows.iter().map(|r| r.iter().filter(|c| !matches!(c, Cell::Vector(_))).collect()).collect();
     let numeric: Vec<bool> =
         (0..columns.len()).map(|c| rows.first().is_some_and(|r| !matches!(r[c], Cell::Text(_)))).collect();
     let cells: Vec<Vec<String>> =

@@ -12,7 +12,7 @@ use clip_wgpu::pipeline::Pipeline;
 use clip_wgpu::{clip_score, cosine, Error};
 
 use super::inputs::{read_pairs, ImageArgs, ImageInput, TextArgs};
-use super::output::{Cell, Format, RecordWriter, Sink};
+use super::output::{Cell, Col, Format, RecordWriter, Sink};
 use super::{exit_code, load, ModelArgs, Progress};
 
 #[derive(Args)]
@@ -32,7 +32,9 @@ pub struct ScoreArgs {
     pub pairs: Option<PathBuf>,
     /// Output format: a table; JSON `{"scores": [{"image","text","score","cosine","logit"}],
     /// "errors": [{"input","error"}]}`; JSONL, CSV, TSV (one record per pair, written as
-    /// results come).
+    /// results come); Parquet (with --output: those columns plus `embedding`, the image's
+    /// L2-normalised embedding, so one pass over a dataset gives both its scores and its
+    /// embeddings).
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
     /// Write to FILE (atomically: a temporary file renamed when complete) instead of stdout.
@@ -70,11 +72,23 @@ struct Score<'a> {
     logit: f32,
 }
 
-const COLUMNS: &[&str] = &["image", "text", "score", "cosine", "logit"];
+/// The record columns; `embedding` (the image's) only in the typed formats.
+fn columns(dim: usize) -> [(&'static str, Col); 6] {
+    [
+        ("image", Col::Text),
+        ("text", Col::Text),
+        ("score", Col::Num),
+        ("cosine", Col::Num),
+        ("logit", Col::Num),
+        ("embedding", Col::Vector(dim)),
+    ]
+}
 
 /// Counts, the running mean, the filter, and the writer.
 struct Scorer {
     w: RecordWriter,
+    /// the image's embedding goes in each record (Parquet)
+    embeddings: bool,
     scale: f32,
     threshold: Option<(f32, Keep)>,
     sum: f64,
@@ -99,13 +113,16 @@ impl Scorer {
         }
         self.kept += 1;
         let logit = self.scale * c;
-        let row = vec![
+        let mut row = vec![
             Cell::Text(image.into()),
             Cell::Text(text.into()),
             Cell::Num(s, 3),
             Cell::Num(c, 5),
             Cell::Num(logit, 3),
         ];
+        if self.embeddings {
+            row.push(Cell::Vector(img.to_vec()));
+        }
         self.w.record(&Score { image, text, score: s, cosine: c, logit }, vec![row])
     }
 
@@ -134,9 +151,10 @@ pub fn score(a: ScoreArgs) -> Result<ExitCode, Error> {
     let pairs = a.pairs.as_deref().map(read_pairs).transpose()?;
     let clip = load(&a.model, a.quiet)?;
     let progress = Progress::new(a.quiet, "images");
-    let w = RecordWriter::new(a.format, Sink::open(a.output.as_deref())?, "scores", COLUMNS)?;
+    let w = RecordWriter::new(a.format, Sink::open(a.output.as_deref())?, "scores", &columns(clip.embed_dim()))?;
     let mut sc = Scorer {
         w,
+        embeddings: a.format == Format::Parquet,
         scale: clip.logit_scale(),
         threshold: a.threshold.map(|t| (t, a.keep)),
         sum: 0.0,
@@ -218,7 +236,7 @@ pub fn score(a: ScoreArgs) -> Result<ExitCode, Error> {
             if a.keep == Keep::Above { "score ≥" } else { "score <" }
         ));
     }
-    if matches!(a.format, Format::Csv | Format::Tsv) {
+    if matches!(a.format, Format::Csv | Format::Tsv | Format::Parquet) {
         for n in &notes {
             eprintln!("clip-wgpu: {n}");
         }
