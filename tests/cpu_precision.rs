@@ -118,6 +118,7 @@ fn isa_names_parse() {
     assert_eq!(Isa::parse("AVX2"), Some(Some(Isa::Avx2)));
     assert_eq!(Isa::parse("scalar"), Some(Some(Isa::Scalar)));
     assert_eq!(Isa::parse("avx512"), Some(Some(Isa::Avx512)));
+    assert_eq!(Isa::parse("avxvnni"), Some(Some(Isa::AvxVnni)));
     assert_eq!(Isa::parse("amx"), Some(Some(Isa::Amx)));
     assert_eq!(Isa::parse("sse9"), None);
     assert!(Isa::Scalar.available() && Isa::detect().available() && Isa::from_env().available());
