@@ -419,6 +419,7 @@ pub fn convert(x: &[f32], m: usize, w: &PackedLowp, engine: Engine) -> Converted
                     // Avx512) or AVX2 (AvxVnni, Avx2); d holds ≥ k bytes.
                     #[cfg(target_arch = "x86_64")]
                     Simd::Avx512 => unsafe { quantise_avx512(xr, d, unsigned) },
+                    // SAFETY: as above (AVX2 for the AVX2 engines).
                     #[cfg(target_arch = "x86_64")]
                     Simd::Avx2 => unsafe { quantise_avx2(xr, d, unsigned) },
                     _ => quantise_row(xr, d, unsigned),
@@ -861,6 +862,7 @@ macro_rules! vec_task_impl {
         /// As [`task`], with this kernel's CPU features.
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = $features)]
+        #[allow(clippy::modulo_one)] // PER_LINE is 1 for `zmm`, 2 for `ymm`
         unsafe fn $name(t: &Task, r0: usize, r1: usize, q0: usize, q1: usize) {
             const LANES: usize = std::mem::size_of::<$vec>() / 4;
             const PER_LINE: usize = 16 / LANES;
