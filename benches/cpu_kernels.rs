@@ -52,7 +52,7 @@ fn matmul(c: &mut Criterion) {
         for kind in [Kind::Bf16, Kind::Int8] {
             for e in Engine::ALL.into_iter().filter(|e| e.available(kind)) {
                 let q = PackedLowp::for_engine(e, &w, None, n, k, kind);
-                let label = format!("{name}/{kind:?}_{e:?}").to_lowercase();
+                let label = format!("{name}/lowp_{kind:?}_{e:?}").to_lowercase();
                 g.bench_function(BenchmarkId::new(label, &shape), |b| {
                     b.iter(|| gemm_lowp::matmul(e, &mut y, &x, m, &q, act, false))
                 });
