@@ -1,6 +1,7 @@
-//! CPU kernels at ViT-B/32's real shapes: the packed f32 / bf16 / int8 products of
-//! `cpu::gemm_f32` and `cpu::gemm_i8` against the `gemm` crate (the peer, in the same group
-//! and run, so ratios are like for like), and attention and layernorm.
+//! CPU kernels at ViT-B/32's real shapes: the packed f32 / bf16 products of `cpu::gemm_f32`
+//! and the int8 (and AVX-512/AMX bf16) products of `cpu::gemm_lowp` on every engine this
+//! machine has, against the `gemm` crate (the peer, in the same group and run, so ratios are
+//! like for like), and attention and layernorm.
 //! `cargo bench --bench cpu_kernels` (`-- matmul/vision_fc1` to pick).
 //!
 //! Shapes (M×K×N): image batch 32 = 1600 tokens (qkv 768→2304, fc1 768→3072, fc2 3072→768),
@@ -8,7 +9,8 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
-use clip_wgpu::cpu::{gemm, gemm_f32, gemm_i8, ops, Isa};
+use clip_wgpu::cpu::gemm_lowp::{self, Engine, Kind, PackedLowp};
+use clip_wgpu::cpu::{gemm, gemm_f32, ops, Isa};
 use clip_wgpu::model::Activation;
 use clip_wgpu::model::Seqs;
 
@@ -47,10 +49,15 @@ fn matmul(c: &mut Criterion) {
                 b.iter(|| gemm_f32::matmul(isa, &mut y, &x, m, &p, act, false))
             });
         }
-        let q = gemm_i8::PackedI8::from_out_in(&w, None, n, k);
-        g.bench_function(BenchmarkId::new(format!("{name}/int8_{isa}"), &shape), |b| {
-            b.iter(|| gemm_i8::matmul(isa, &mut y, &x, m, &q, act, false))
-        });
+        for kind in [Kind::Bf16, Kind::Int8] {
+            for e in Engine::ALL.into_iter().filter(|e| e.available(kind)) {
+                let q = PackedLowp::for_engine(e, &w, None, n, k, kind);
+                let label = format!("{name}/lowp_{kind:?}_{e:?}").to_lowercase();
+                g.bench_function(BenchmarkId::new(label, &shape), |b| {
+                    b.iter(|| gemm_lowp::matmul(e, &mut y, &x, m, &q, act, false))
+                });
+            }
+        }
     }
     g.finish();
 }

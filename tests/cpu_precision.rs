@@ -73,6 +73,9 @@ fn tiny_matches_transformers_at_every_available_isa() {
     }
 }
 
+/// A run's image and text embeddings.
+type Embeddings = (Vec<f32>, Vec<f32>);
+
 #[test]
 fn tiny_reduced_precisions_run_at_every_available_isa() {
     // The tiny model (width 8–16) is too narrow for quantisation to be accurate; this checks
@@ -82,16 +85,19 @@ fn tiny_reduced_precisions_run_at_every_available_isa() {
     let px = synthetic_pixels(r.n_synthetic, t.ck.config.vision.image_size);
     let e = t.ck.config.embed_dim;
     for p in CpuPrecision::ALL.into_iter().filter(|p| p.supported()) {
-        let mut first: Option<(Vec<f32>, Vec<f32>)> = None;
+        // the first level of each int8 weight range (AVX2's vpmaddubsw kernel quantises the
+        // weights to 7 bits, the others to 8: the levels of one range must agree)
+        let mut firsts: Vec<(i32, Embeddings)> = Vec::new();
         for isa in isas() {
+            let range = isa.lowp_engine(cpu::gemm_lowp::Kind::Int8).map_or(127, |e| e.weight_qmax());
             let prep = t.prepare(p, isa);
             let (img, txt) = (t.images(&prep, &px, r.n_synthetic), t.texts(&prep, &r.ids));
             let want: Vec<f32> = r.image_embeds[..r.n_synthetic].concat();
             let (ci, ct) = (min_cosine(&img, &want, e), min_cosine(&txt, &r.text_embeds.concat(), e));
             eprintln!("tiny {p} {isa}: min cosine vs transformers: image {ci:.6}, text {ct:.6}");
             assert!(ci > 0.99 && ct > 0.99, "tiny {p} {isa}: image {ci}, text {ct}");
-            match &first {
-                None => first = Some((img, txt)),
+            match firsts.iter().find(|f| f.0 == range || p != CpuPrecision::Int8).map(|f| &f.1) {
+                None => firsts.push((range, (img, txt))),
                 Some((i0, t0)) => {
                     // levels differ in f32 rounding (FMA or not, summation order), which int8
                     // can turn into a different rounding of a quantised value; bf16 on the
@@ -118,6 +124,7 @@ fn isa_names_parse() {
     assert_eq!(Isa::parse("AVX2"), Some(Some(Isa::Avx2)));
     assert_eq!(Isa::parse("scalar"), Some(Some(Isa::Scalar)));
     assert_eq!(Isa::parse("avx512"), Some(Some(Isa::Avx512)));
+    assert_eq!(Isa::parse("avxvnni"), Some(Some(Isa::AvxVnni)));
     assert_eq!(Isa::parse("amx"), Some(Some(Isa::Amx)));
     assert_eq!(Isa::parse("sse9"), None);
     assert!(Isa::Scalar.available() && Isa::detect().available() && Isa::from_env().available());
@@ -177,8 +184,14 @@ fn full_size_reduced_precisions_stay_within_cosine_0_999_of_f32() {
             assert!(ct >= 0.999, "{p} {isa} ({kernels}): text min cosine {ct}");
         }
     }
-    // f32 at every SIMD level matches transformers on the full-size model too
-    for isa in isas().into_iter().filter(|&i| i != isa && i != Isa::Scalar) {
+    // f32 at every SIMD level matches transformers on the full-size model too (each
+    // distinct kernel once)
+    let mut seen = vec![Prepared::kernels_for(CpuPrecision::F32, isa)];
+    for isa in isas().into_iter().filter(|&i| i != Isa::Scalar) {
+        if seen.contains(&Prepared::kernels_for(CpuPrecision::F32, isa)) {
+            continue;
+        }
+        seen.push(Prepared::kernels_for(CpuPrecision::F32, isa));
         let prep = t.prepare(CpuPrecision::F32, isa);
         let (img, txt) = (t.images(&prep, &px, n), t.texts(&prep, &r.ids));
         let (ei, et) = (max_abs(&img, &r.image_embeds[..n]), max_abs(&txt, &r.text_embeds));
@@ -206,7 +219,14 @@ fn check_alone_vs_batched(t: &Towers, label: &str) {
     let (short, batch) = mixed_batch(49407);
     let e = t.ck.config.embed_dim;
     for p in CpuPrecision::ALL.into_iter().filter(|p| p.supported()) {
+        // each distinct kernel once (a level whose kernels for `p` are another's adds nothing)
+        let mut seen = Vec::new();
         for isa in isas() {
+            let kernels = Prepared::kernels_for(p, isa);
+            if seen.contains(&kernels) {
+                continue;
+            }
+            seen.push(kernels);
             let prep = t.prepare(p, isa);
             let alone = t.texts(&prep, std::slice::from_ref(&short));
             let together = t.texts(&prep, &batch);

@@ -20,6 +20,7 @@ use rayon::prelude::*;
 
 use super::isa::Isa;
 use super::simd;
+use super::tiles::{for_each_tile, SendPtr};
 use crate::model::Activation;
 
 #[cfg(target_arch = "x86_64")]
@@ -132,19 +133,6 @@ impl Packed {
     }
 }
 
-#[derive(Clone, Copy)]
-pub(crate) struct SendPtr(pub(crate) *mut f32);
-// SAFETY: the pointer is only used to write disjoint tiles of `y` from different tasks
-// (see `matmul`), while `y` is exclusively borrowed by the call that made it.
-unsafe impl Send for SendPtr {}
-// SAFETY: as above.
-unsafe impl Sync for SendPtr {}
-impl SendPtr {
-    pub(crate) fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
 /// `y[m, n] = act(x[m, k]·W + b)`, or `y += x·W + b` when `accumulate`. `isa` picks the
 /// microkernel (AVX2+FMA where `Isa::avx2_kernels`, else plain Rust).
 pub fn matmul(isa: Isa, y: &mut [f32], x: &[f32], m: usize, w: &Packed, act: Option<Activation>, accumulate: bool) {
@@ -176,32 +164,13 @@ pub fn matmul(isa: Isa, y: &mut [f32], x: &[f32], m: usize, w: &Packed, act: Opt
     } else {
         Kern::Portable
     };
-    let threads = rayon::current_num_threads();
     let np = n.div_ceil(NR);
-    let par = threads > 1 && m * n * k >= 1 << 20;
-    let mut mblocks = m.div_ceil(MC);
-    if par {
-        mblocks = mblocks.next_multiple_of(threads).min(m.div_ceil(MR));
-    }
-    let mc = m.div_ceil(mblocks).next_multiple_of(MR);
-    let mblocks = m.div_ceil(mc);
-    let nchunks = if par { (4 * threads).div_ceil(mblocks).clamp(1, np) } else { 1 };
-    let ppc = np.div_ceil(nchunks);
-    let nchunks = np.div_ceil(ppc);
     let yp = SendPtr(y.as_mut_ptr());
-    let task = |t: usize| {
-        let (mi, ni) = (t / nchunks, t % nchunks);
-        let (r0, r1) = (mi * mc, ((mi + 1) * mc).min(m));
-        let (p0, p1) = (ni * ppc, ((ni + 1) * ppc).min(np));
+    for_each_tile(m, np, m * n * k, MR, MC, |r0, r1, p0, p1| {
         // SAFETY: tasks own disjoint tiles (rows r0..r1 × columns 16·p0..16·p1) of y, which
         // holds m·n values (asserted); x holds m·k (asserted); the panels hold np·k lines.
         unsafe { block(avx, yp.get(), x.as_ptr(), k, n, w, r0, r1, p0, p1, act, accumulate) };
-    };
-    if par {
-        (0..mblocks * nchunks).into_par_iter().for_each(task);
-    } else {
-        (0..mblocks * nchunks).for_each(task);
-    }
+    });
 }
 
 /// One task: rows `r0..r1`, panels `p0..p1`, all of k.
@@ -534,7 +503,7 @@ mod tests {
 
     fn isas() -> Vec<Isa> {
         let v: Vec<Isa> = [Isa::Scalar, Isa::Avx2, Isa::Avx512].into_iter().filter(|i| i.available()).collect();
-        for i in Isa::ALL.iter().filter(|i| !v.contains(i) && **i != Isa::Amx) {
+        for i in Isa::ALL.iter().filter(|i| !v.contains(i) && !matches!(i, Isa::Amx | Isa::AvxVnni)) {
             eprintln!("SKIPPED: packed f32 kernels at level {i} (not on this machine)");
         }
         v

@@ -1,20 +1,33 @@
-//! Reduced-precision products on x86-64 CPUs with AVX-512 or AMX: `y[m, n] (+)= act(x·W + b)`
-//! with W in bf16 or int8, the activations converted at each call (bf16: rounded to nearest
-//! even; int8: symmetric per-row scales, q ∈ [−127, 127]) and the products accumulated in
-//! f32 (bf16) or i32 (int8), exactly as the instructions define them.
+//! Reduced-precision products: `y[m, n] (+)= act(x·W + b)` with W in bf16 or int8, the
+//! activations converted at each call (bf16: rounded to nearest even; int8: symmetric per-row
+//! scales, q ∈ [−127, 127]) and the products accumulated in f32 (bf16) or i32 (int8), exactly
+//! as the instructions define them. One packing, one conversion, one task split
+//! ([`tiles`](super::tiles)) and one epilogue for every engine; only the inner loops differ.
 //!
 //! | engine | bf16 | int8 |
 //! |---|---|---|
 //! | [`Engine::Amx`] (AMX-BF16/INT8 tiles) | `tdpbf16ps` | `tdpbssd` (s8×s8) |
-//! | [`Engine::Avx512`] (AVX512_BF16, AVX512_VNNI) | `vdpbf16ps` | `vpdpbusd` (u8×s8: activations + 128, corrected by 128·Σq_w per column) |
+//! | [`Engine::Avx512`] (AVX512_BF16, AVX512_VNNI) | `vdpbf16ps` | `vpdpbusd` `zmm` (u8×s8: activations + 128, corrected by 128·Σq_w per column) |
+//! | [`Engine::AvxVnni`] (AVX-VNNI, VEX) | – | `vpdpbusd` `ymm` (u8×s8, as above) |
+//! | [`Engine::Avx2`] (AVX2) | – | `vpmaddubsw` + `vpmaddwd` by ones (u8×s8 as above, **7-bit weights**) |
+//! | [`Engine::Portable`] (plain Rust) | – | i32 sums of s8×s8 |
 //!
-//! Layout, shared by both engines: W as column panels of 16 (a panel count rounded up to
+//! `vpmaddubsw` adds two u8×s8 products into a *saturating* i16. With the activations as
+//! u8 = q + 128 ∈ [1, 255] and the weights in [−63, 63] (per-channel scale max|w|/63: ONNX
+//! Runtime's `reduce_range`), a pair is at most 2·255·63 = 32130 < 32767, so nothing
+//! saturates and the integer sums are exact; the cost is one bit of weight resolution (min
+//! cosine to f32 in `tests/cpu_precision.rs`). 7-bit activations instead would cost more:
+//! their per-row scale is set by outlier channels, the weights' per-channel scale is not.
+//! bf16 on AVX2 and portable machines stays in [`gemm_f32`](super::gemm_f32)'s bf16 panels.
+//!
+//! Layout, shared by every engine: W as column panels of 16 (a panel count rounded up to
 //! even, so the kernels always take panel pairs, 32 columns), one 64-byte line per k pair
 //! (bf16: `[c0k0 c0k1 c1k0 c1k1 … c15k1]`) or per k quad (int8: `[c0k0..c0k3 c1k0 …]`): the
-//! AMX B-tile layout and one `zmm` of the AVX-512 kernels. k is padded with zeros to a whole
-//! tile step (32 bf16, 64 int8). The activations are converted into a row-major buffer of
-//! the padded k, rows padded to a multiple of 32 with zeros: AMX A tiles are read from it in
-//! place (16 rows × 64 bytes), the AVX-512 kernels broadcast 4 bytes of a row at a time.
+//! AMX B-tile layout, one `zmm` of the AVX-512 kernels, two `ymm` of the AVX2 ones. k is
+//! padded with zeros to a whole tile step (32 bf16, 64 int8). The activations are converted
+//! into a row-major buffer of the padded k, rows padded to a multiple of 32 with zeros: AMX A
+//! tiles are read from it in place (16 rows × 64 bytes), the vector kernels broadcast 4 bytes
+//! of a row at a time.
 //!
 //! AMX: each task configures the tiles (palette 1, eight 16×64-byte tiles: four 16×16 f32
 //! accumulators for a 32×32 block of y, two A and two B tiles), runs full-k 32×32 blocks
@@ -26,8 +39,8 @@
 
 use rayon::prelude::*;
 
-#[cfg(target_arch = "x86_64")]
 use super::simd;
+use super::tiles::{for_each_tile, SendPtr};
 use crate::model::Activation;
 
 #[cfg(target_arch = "x86_64")]
@@ -39,8 +52,18 @@ pub const NR: usize = 16;
 const AMX_MR: usize = 32;
 /// Rows per AVX-512 microkernel (12 rows × 2 panels = 24 `zmm` accumulators).
 const ZMM_MR: usize = 12;
-/// Rows per task block (a multiple of 32 and of 12).
+/// Rows per AVX-VNNI microkernel (6 rows × 16 columns = 12 `ymm` accumulators, 2 weights,
+/// 1 broadcast).
+const VNNI_MR: usize = 6;
+/// Rows per AVX2 `vpmaddubsw` microkernel (4 × 16 = 8 accumulators: the products need a
+/// temporary and the ones besides).
+const AVX2_MR: usize = 4;
+/// Rows per portable microkernel.
+const PORTABLE_MR: usize = 4;
+/// Rows per task block (before the split over threads).
 const MC: usize = 192;
+/// The largest row count of the microkernels (the epilogue buffer's).
+const MAX_MR: usize = AMX_MR;
 
 /// One 64-byte line of a panel.
 #[derive(Clone, Copy)]
@@ -81,9 +104,17 @@ pub enum Engine {
     Amx,
     /// AVX-512 (`vdpbf16ps` with AVX512_BF16, `vpdpbusd` with AVX512_VNNI).
     Avx512,
+    /// AVX-VNNI: the VEX `vpdpbusd` on `ymm` (Alder Lake, Sapphire Rapids, Zen 5); int8 only.
+    AvxVnni,
+    /// AVX2: `vpmaddubsw` + `vpmaddwd` with 7-bit weights (see the module doc); int8 only.
+    Avx2,
+    /// Plain Rust; int8 only (for machines with neither, and aarch64).
+    Portable,
 }
 
 impl Engine {
+    pub const ALL: [Engine; 5] = [Engine::Amx, Engine::Avx512, Engine::AvxVnni, Engine::Avx2, Engine::Portable];
+
     /// The instruction that does the products.
     pub fn instruction(self, kind: Kind) -> &'static str {
         match (self, kind) {
@@ -91,30 +122,79 @@ impl Engine {
             (Engine::Amx, Kind::Int8) => "AMX tdpbssd",
             (Engine::Avx512, Kind::Bf16) => "AVX512_BF16 vdpbf16ps",
             (Engine::Avx512, Kind::Int8) => "AVX512_VNNI vpdpbusd",
+            (Engine::AvxVnni, Kind::Int8) => "AVX-VNNI vpdpbusd",
+            (Engine::Avx2, Kind::Int8) => "AVX2 vpmaddubsw (7-bit weights)",
+            (Engine::Portable, Kind::Int8) => "portable int8",
+            (_, Kind::Bf16) => "none (bf16 is not an engine of this level)",
         }
     }
 
     /// Whether this machine runs this engine for `kind`.
     pub fn available(self, kind: Kind) -> bool {
+        if self == Engine::Portable {
+            return kind == Kind::Int8;
+        }
         #[cfg(target_arch = "x86_64")]
         {
-            let base = std::arch::is_x86_feature_detected!("avx512f")
-                && std::arch::is_x86_feature_detected!("avx512bw")
-                && std::arch::is_x86_feature_detected!("avx512vl")
-                && std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma");
-            base && match (self, kind) {
-                (Engine::Amx, k) => amx_available(k),
-                (Engine::Avx512, Kind::Bf16) => std::arch::is_x86_feature_detected!("avx512bf16"),
-                (Engine::Avx512, Kind::Int8) => std::arch::is_x86_feature_detected!("avx512vnni"),
+            use std::arch::is_x86_feature_detected as has;
+            let avx2 = has!("avx2") && has!("fma");
+            let avx512 = avx2 && has!("avx512f") && has!("avx512bw") && has!("avx512vl");
+            match (self, kind) {
+                (Engine::Amx, k) => avx512 && amx_available(k),
+                (Engine::Avx512, Kind::Bf16) => avx512 && has!("avx512bf16"),
+                (Engine::Avx512, Kind::Int8) => avx512 && has!("avx512vnni"),
+                (Engine::AvxVnni, Kind::Int8) => avx2 && has!("avxvnni"),
+                (Engine::Avx2, Kind::Int8) => avx2,
+                _ => false,
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
-            let _ = (self, kind);
             false
         }
     }
+
+    /// int8 activations stored as q + 128 (u8) for the u8×s8 instructions, corrected in the
+    /// epilogue by 128·Σq_w per column.
+    fn unsigned(self, kind: Kind) -> bool {
+        kind == Kind::Int8 && matches!(self, Engine::Avx512 | Engine::AvxVnni | Engine::Avx2)
+    }
+
+    /// The largest |q| of the int8 weights this engine multiplies exactly.
+    pub fn weight_qmax(self) -> i32 {
+        match self {
+            Engine::Avx2 => 63,
+            _ => 127,
+        }
+    }
+
+    /// Rows of the microkernel (task blocks are multiples of it).
+    fn rows(self) -> usize {
+        match self {
+            Engine::Amx => AMX_MR,
+            Engine::Avx512 => ZMM_MR,
+            Engine::AvxVnni => VNNI_MR,
+            Engine::Avx2 => AVX2_MR,
+            Engine::Portable => PORTABLE_MR,
+        }
+    }
+
+    /// The activation conversion's vector width: AVX-512 for the AVX-512 and AMX engines,
+    /// AVX2 for the AVX2 ones (so a forced `avx2` level runs as on an AVX2-only CPU).
+    fn convert_simd(self) -> Simd {
+        match self {
+            Engine::Amx | Engine::Avx512 => Simd::Avx512,
+            Engine::AvxVnni | Engine::Avx2 => Simd::Avx2,
+            Engine::Portable => Simd::None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Simd {
+    None,
+    Avx2,
+    Avx512,
 }
 
 /// Whether the CPU has AMX tiles with `kind`'s products and Linux granted this process the
@@ -157,11 +237,12 @@ pub fn amx_available(kind: Kind) -> bool {
 
 /// A constant `k×n` right operand in bf16 or int8 (see the module doc), with its bias and,
 /// for int8, the per-column scales and sums of the quantised weights.
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub struct PackedLowp {
     pub k: usize,
     pub n: usize,
     kind: Kind,
+    /// int8: the weights' range, [−qmax, qmax]
+    qmax: i32,
     /// k padded to the tile step
     kpad: usize,
     /// lines per panel (kpad / per_group)
@@ -176,18 +257,29 @@ pub struct PackedLowp {
 }
 
 impl PackedLowp {
-    /// Converts and packs a PyTorch-layout weight `w[n, k]` (`[out, in]`) and its bias.
+    /// Converts and packs a PyTorch-layout weight `w[n, k]` (`[out, in]`) and its bias, int8
+    /// in 8 bits (for every engine but [`Engine::Avx2`]).
     pub fn from_out_in(w: &[f32], bias: Option<&[f32]>, n: usize, k: usize, kind: Kind) -> PackedLowp {
+        Self::pack(w, bias, n, k, kind, 127)
+    }
+
+    /// As [`from_out_in`](Self::from_out_in), int8 in the range `engine` multiplies exactly.
+    pub fn for_engine(engine: Engine, w: &[f32], bias: Option<&[f32]>, n: usize, k: usize, kind: Kind) -> PackedLowp {
+        Self::pack(w, bias, n, k, kind, engine.weight_qmax())
+    }
+
+    fn pack(w: &[f32], bias: Option<&[f32]>, n: usize, k: usize, kind: Kind, qmax: i32) -> PackedLowp {
         assert!(w.len() >= n * k, "pack: weight has {} values, needs {}", w.len(), n * k);
         let np = n.div_ceil(NR).next_multiple_of(2);
         let kpad = k.div_ceil(kind.kstep()).max(1) * kind.kstep();
         let pg = kind.per_group();
         let groups = kpad / pg;
+        let qm = qmax as f32;
         let mut scale = vec![1f32; np * NR];
         if kind == Kind::Int8 {
             scale[..n].par_iter_mut().enumerate().for_each(|(o, s)| {
                 let mx = w[o * k..(o + 1) * k].iter().fold(0f32, |m, v| m.max(v.abs()));
-                *s = if mx > 0.0 { mx / 127.0 } else { 1.0 };
+                *s = if mx > 0.0 { mx / qm } else { 1.0 };
             });
         }
         let mut colsum = vec![0i32; np * NR];
@@ -205,7 +297,7 @@ impl PackedLowp {
                     match kind {
                         Kind::Bf16 => l[at..at + 2].copy_from_slice(&half::bf16::from_f32(v).to_bits().to_le_bytes()),
                         Kind::Int8 => {
-                            let q = quantise(v, 1.0 / scale[o]);
+                            let q = quantise(v, 1.0 / scale[o], qm);
                             *csum += q as i32;
                             l[at] = q as u8;
                         }
@@ -217,7 +309,7 @@ impl PackedLowp {
         if let Some(bias) = bias {
             b[..n].copy_from_slice(&bias[..n]);
         }
-        PackedLowp { k, n, kind, kpad, groups, np, lines, scale, colsum, bias: b }
+        PackedLowp { k, n, kind, qmax, kpad, groups, np, lines, scale, colsum, bias: b }
     }
 
     pub fn kind(&self) -> Kind {
@@ -249,8 +341,8 @@ impl PackedLowp {
 }
 
 #[inline]
-fn quantise(v: f32, inv_scale: f32) -> i8 {
-    (v * inv_scale).round().clamp(-127.0, 127.0) as i8
+fn quantise(v: f32, inv_scale: f32, qmax: f32) -> i8 {
+    (v * inv_scale).round().clamp(-qmax, qmax) as i8
 }
 
 /// The activations converted for the kernels: `rows` (m padded to 32) rows of `kpad` values,
@@ -266,7 +358,8 @@ impl Converted {
     fn ptr(&self) -> *const u8 {
         self.data.as_ptr() as *const u8
     }
-    /// The converted row `r`, for tests: bf16 values or i8 values (u8 − 128 for VNNI), as f32.
+    /// The converted row `r`, for tests: bf16 values or i8 values (u8 − 128 when `unsigned`),
+    /// as f32.
     pub fn row(&self, r: usize, kind: Kind, k: usize, unsigned: bool) -> (Vec<f32>, f32) {
         // SAFETY: `data` holds rows·stride bytes; row r of `stride` bytes is inside it.
         let b = unsafe { std::slice::from_raw_parts(self.ptr().add(r * self.stride), self.stride) };
@@ -280,10 +373,11 @@ impl Converted {
     }
 }
 
-/// Converts `x[m, k]` for `w`'s kernels: bf16 (round to nearest even), or int8 with a
-/// symmetric scale per row (`unsigned`: stored as q + 128, for `vpdpbusd`).
-pub fn convert(x: &[f32], m: usize, w: &PackedLowp, unsigned: bool) -> Converted {
+/// Converts `x[m, k]` for `w`'s kernels on `engine`: bf16 (round to nearest even), or int8
+/// with a symmetric scale per row (stored as q + 128 for the u8×s8 instructions).
+pub fn convert(x: &[f32], m: usize, w: &PackedLowp, engine: Engine) -> Converted {
     let (k, kind) = (w.k, w.kind);
+    let unsigned = engine.unsigned(kind);
     let esize = if kind == Kind::Bf16 { 2 } else { 1 };
     let stride = w.kpad * esize;
     let rows = m.div_ceil(AMX_MR) * AMX_MR;
@@ -291,10 +385,12 @@ pub fn convert(x: &[f32], m: usize, w: &PackedLowp, unsigned: bool) -> Converted
     let mut scale = vec![1f32; rows];
     // SAFETY: Line64 is 64 plain bytes with no padding; the byte view covers exactly `data`.
     let bytes = unsafe { std::slice::from_raw_parts_mut(data.as_mut_ptr() as *mut u8, data.len() * 64) };
-    // the AVX-512 conversions (bf16: AVX512_BF16; int8: AVX512F/BW)
-    let avx512 = match kind {
-        Kind::Bf16 => Engine::Avx512.available(Kind::Bf16),
-        Kind::Int8 => Engine::Avx512.available(Kind::Int8) || Engine::Amx.available(Kind::Int8),
+    // the vector conversions: the engine's width, where this machine has the instructions
+    // (bf16 on AVX-512 needs AVX512_BF16)
+    let simd = match (engine.convert_simd(), kind) {
+        (Simd::Avx512, Kind::Bf16) if !Engine::Avx512.available(Kind::Bf16) => Simd::None,
+        (Simd::Avx2, Kind::Bf16) => Simd::None,
+        (s, _) => s,
     };
     let work = |(r, (d, s)): (usize, (&mut [u8], &mut f32))| {
         if r >= m {
@@ -307,33 +403,27 @@ pub fn convert(x: &[f32], m: usize, w: &PackedLowp, unsigned: bool) -> Converted
         match kind {
             Kind::Bf16 => {
                 #[cfg(target_arch = "x86_64")]
-                if avx512 {
-                    // SAFETY: AVX512F+BF16 checked just above; d holds ≥ 2k bytes.
+                if simd == Simd::Avx512 {
+                    // SAFETY: AVX512F+BF16 checked just above (the engine is available); d
+                    // holds ≥ 2k bytes.
                     unsafe { to_bf16_avx512(xr, d) };
                     return;
                 }
-                let _ = avx512;
                 for (i, &v) in xr.iter().enumerate() {
                     d[2 * i..2 * i + 2].copy_from_slice(&half::bf16::from_f32(v).to_bits().to_le_bytes());
                 }
             }
             Kind::Int8 => {
-                #[cfg(target_arch = "x86_64")]
-                if avx512 {
-                    // SAFETY: AVX512F+BW checked just above; d holds ≥ k bytes.
-                    *s = unsafe { quantise_avx512(xr, d, unsigned) };
-                    if unsigned {
-                        d[k..].fill(128);
-                    }
-                    return;
-                }
-                let mx = xr.iter().fold(0f32, |m, v| m.max(v.abs()));
-                *s = if mx > 0.0 { mx / 127.0 } else { 1.0 };
-                let inv = 1.0 / *s;
-                let off = if unsigned { 128u8 } else { 0 };
-                for (o, &v) in d.iter_mut().zip(xr) {
-                    *o = (quantise(v, inv) as u8).wrapping_add(off);
-                }
+                *s = match simd {
+                    // SAFETY: the engine is available, so the CPU has AVX512F+BW (Amx,
+                    // Avx512) or AVX2 (AvxVnni, Avx2); d holds ≥ k bytes.
+                    #[cfg(target_arch = "x86_64")]
+                    Simd::Avx512 => unsafe { quantise_avx512(xr, d, unsigned) },
+                    // SAFETY: as above (AVX2 for the AVX2 engines).
+                    #[cfg(target_arch = "x86_64")]
+                    Simd::Avx2 => unsafe { quantise_avx2(xr, d, unsigned) },
+                    _ => quantise_row(xr, d, unsigned),
+                };
                 if unsigned {
                     d[k..].fill(128);
                 }
@@ -346,6 +436,18 @@ pub fn convert(x: &[f32], m: usize, w: &PackedLowp, unsigned: bool) -> Converted
         bytes.chunks_mut(stride).zip(scale.iter_mut()).enumerate().for_each(work);
     }
     Converted { data, stride, scale }
+}
+
+/// Quantises one row to i8 (or u8 = i8 + 128) with a symmetric scale, which it returns.
+fn quantise_row(x: &[f32], d: &mut [u8], unsigned: bool) -> f32 {
+    let mx = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let s = if mx > 0.0 { mx / 127.0 } else { 1.0 };
+    let inv = 1.0 / s;
+    let off = if unsigned { 128u8 } else { 0 };
+    for (o, &v) in d.iter_mut().zip(x) {
+        *o = (quantise(v, inv, 127.0) as u8).wrapping_add(off);
+    }
+    s
 }
 
 /// # Safety
@@ -399,26 +501,58 @@ unsafe fn quantise_avx512(x: &[f32], d: &mut [u8], unsigned: bool) -> f32 {
         i += 16;
     }
     for (j, &v) in x.iter().enumerate().skip(i) {
-        *o.add(j) = (quantise(v, inv) as u8).wrapping_add(if unsigned { 128 } else { 0 });
+        *o.add(j) = (quantise(v, inv, 127.0) as u8).wrapping_add(if unsigned { 128 } else { 0 });
     }
     s
 }
 
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: only used to write disjoint tiles of `y` from different tasks while `y` is
-// exclusively borrowed by the call that made it (see `matmul`).
-unsafe impl Send for SendPtr {}
-// SAFETY: as above.
-unsafe impl Sync for SendPtr {}
-impl SendPtr {
-    fn get(self) -> *mut f32 {
-        self.0
+/// [`quantise_avx512`] in AVX2.
+///
+/// # Safety
+/// AVX2; `d` holds at least `x.len()` bytes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn quantise_avx2(x: &[f32], d: &mut [u8], unsigned: bool) -> f32 {
+    let n = x.len();
+    let p = x.as_ptr();
+    let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+    let mut mx = _mm256_setzero_ps();
+    let mut i = 0;
+    while i + 8 <= n {
+        mx = _mm256_max_ps(mx, _mm256_and_ps(_mm256_loadu_ps(p.add(i)), abs));
+        i += 8;
     }
+    let mut lanes = [0f32; 8];
+    _mm256_storeu_ps(lanes.as_mut_ptr(), mx);
+    let mut m = lanes.iter().fold(0f32, |a, &b| a.max(b));
+    for &v in &x[i..] {
+        m = m.max(v.abs());
+    }
+    let s = if m > 0.0 { m / 127.0 } else { 1.0 };
+    let inv = 1.0 / s;
+    let vinv = _mm256_set1_ps(inv);
+    let off = _mm256_set1_epi8(if unsigned { -128 } else { 0 });
+    // packs interleave the 128-bit lanes: dword j of the result comes from dword perm[j]
+    let perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    let o = d.as_mut_ptr();
+    i = 0;
+    while i + 32 <= n {
+        // round to nearest even (MXCSR default); |v·inv| ≤ 127 so the saturation never bites
+        let q: [__m256i; 4] =
+            std::array::from_fn(|j| _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(p.add(i + 8 * j)), vinv)));
+        let b = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+        let b = _mm256_xor_si256(_mm256_permutevar8x32_epi32(b, perm), off);
+        _mm256_storeu_si256(o.add(i) as *mut __m256i, b);
+        i += 32;
+    }
+    for (j, &v) in x.iter().enumerate().skip(i) {
+        *o.add(j) = (quantise(v, inv, 127.0) as u8).wrapping_add(if unsigned { 128 } else { 0 });
+    }
+    s
 }
 
 /// `y[m, n] = act(x·W + b)`, or `y += x·W + b` when `accumulate`, on `engine` (which must be
-/// [`available`](Engine::available) for `w`'s kind).
+/// [`available`](Engine::available) for `w`'s kind, and for int8 multiply `w`'s range exactly).
 pub fn matmul(
     engine: Engine,
     y: &mut [f32],
@@ -430,6 +564,12 @@ pub fn matmul(
 ) {
     let (k, n) = (w.k, w.n);
     assert!(engine.available(w.kind), "{} is not available on this machine", engine.instruction(w.kind));
+    assert!(
+        w.kind != Kind::Int8 || w.qmax <= engine.weight_qmax(),
+        "{}: int8 weights in ±{} would saturate (pack them with PackedLowp::for_engine)",
+        engine.instruction(w.kind),
+        w.qmax
+    );
     assert!(x.len() >= m * k, "matmul_lowp: x has {} values, needs {}", x.len(), m * k);
     assert!(y.len() >= m * n, "matmul_lowp: y has {} values, needs {}", y.len(), m * n);
     if m == 0 || n == 0 {
@@ -441,64 +581,123 @@ pub fn matmul(
         y[..m * n].iter_mut().zip(&t).for_each(|(a, b)| *a += b);
         return;
     }
-    let unsigned = engine == Engine::Avx512 && w.kind == Kind::Int8;
-    let a = convert(x, m, w, unsigned);
-    let threads = rayon::current_num_threads();
-    let pairs = w.np / 2;
-    let par = threads > 1 && m * n * k >= 1 << 20;
-    let group = if engine == Engine::Amx { AMX_MR } else { ZMM_MR };
-    let mut mblocks = m.div_ceil(MC);
-    if par {
-        mblocks = mblocks.next_multiple_of(threads).min(m.div_ceil(group));
-    }
-    let mc = m.div_ceil(mblocks).next_multiple_of(group);
-    let mblocks = m.div_ceil(mc);
-    let nchunks = if par { (4 * threads).div_ceil(mblocks).clamp(1, pairs) } else { 1 };
-    let ppc = pairs.div_ceil(nchunks);
-    let nchunks = pairs.div_ceil(ppc);
+    let a = convert(x, m, w, engine);
     let yp = SendPtr(y.as_mut_ptr());
-    let ep = Epilogue { act, accumulate, sub128: unsigned };
-    let task = |t: usize| {
-        let (mi, ni) = (t / nchunks, t % nchunks);
-        let (r0, r1) = (mi * mc, ((mi + 1) * mc).min(m));
-        let (q0, q1) = (ni * ppc, ((ni + 1) * ppc).min(pairs));
+    let ep = Epilogue { act, accumulate, sub128: engine.unsigned(w.kind) };
+    for_each_tile(m, w.np / 2, m * n * k, engine.rows(), MC, |r0, r1, q0, q1| {
         // SAFETY: tasks own disjoint tiles (rows r0..r1 × columns 32·q0..32·q1) of y (m·n
         // values, asserted); `a` holds m rounded up to 32 rows of kpad values (`convert`),
         // the panels np·groups lines; the engine's CPU features were asserted above.
-        unsafe {
-            match engine {
-                Engine::Amx => amx_task(yp.get(), &a, m, n, w, r0, r1, q0, q1, ep),
-                Engine::Avx512 => zmm_task(yp.get(), &a, m, n, w, r0, r1, q0, q1, ep),
-            }
-        }
-    };
-    if par {
-        (0..mblocks * nchunks).into_par_iter().for_each(task);
-    } else {
-        (0..mblocks * nchunks).for_each(task);
+        unsafe { task(engine, yp.get(), &a, n, w, r0, r1, q0, q1, ep) }
+    });
+}
+
+/// One task on `engine`: rows `r0..r1`, panel pairs `q0..q1`, all of k.
+///
+/// # Safety
+/// `engine` available for `w`'s kind; rows `r0..r1` (< m) and pairs `q0..q1` of y (`m×n`) are
+/// this task's alone; `a` from [`convert`] for `w` and `engine` (rows padded to 32).
+#[allow(clippy::too_many_arguments)]
+unsafe fn task(
+    engine: Engine,
+    y: *mut f32,
+    a: &Converted,
+    n: usize,
+    w: &PackedLowp,
+    r0: usize,
+    r1: usize,
+    q0: usize,
+    q1: usize,
+    ep: Epilogue,
+) {
+    let t = Task { y, a, n, w, ep };
+    match (engine, w.kind) {
+        (Engine::Portable, _) => portable_task(&t, r0, r1, q0, q1),
+        #[cfg(target_arch = "x86_64")]
+        (Engine::Amx, _) => amx_task(&t, r0, r1, q0, q1),
+        #[cfg(target_arch = "x86_64")]
+        (Engine::Avx512, Kind::Bf16) => zmm_task_bf16(&t, r0, r1, q0, q1),
+        #[cfg(target_arch = "x86_64")]
+        (Engine::Avx512, Kind::Int8) => zmm_task_vnni(&t, r0, r1, q0, q1),
+        #[cfg(target_arch = "x86_64")]
+        (Engine::AvxVnni, _) => ymm_task_vnni(&t, r0, r1, q0, q1),
+        #[cfg(target_arch = "x86_64")]
+        (Engine::Avx2, _) => ymm_task_avx2(&t, r0, r1, q0, q1),
+        #[allow(unreachable_patterns)]
+        _ => unreachable!("{engine:?} is never available on this architecture"),
     }
 }
 
+/// What every task shares: the output, the converted activations, the weight, the epilogue.
+struct Task<'a> {
+    y: *mut f32,
+    a: &'a Converted,
+    n: usize,
+    w: &'a PackedLowp,
+    ep: Epilogue,
+}
+
 #[derive(Clone, Copy)]
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 struct Epilogue {
     act: Option<Activation>,
     accumulate: bool,
-    /// int8 through `vpdpbusd`: subtract 128·Σq_w from each column
+    /// int8 through u8×s8 instructions: subtract 128·Σq_w from each column
     sub128: bool,
 }
 
-/// Finishes 16 columns of one row: `v` is the raw sum (i32 bits for int8), written to `dst`
-/// (`cols` ≤ 16 of them) as `s_x·s_w·v + b`, activated, or added to what is there.
+/// The epilogue of a `rows×32` block of raw sums held in `buf` (row stride 32 values; i32
+/// for int8, f32 bits for bf16) for rows `r..r+rows` and panel pair `q` of y:
+/// `s_x·s_w·v + b`, activated, or added to what is there. AVX2 where `avx2`, else plain Rust.
 ///
 /// # Safety
-/// AVX512F+AVX2+FMA; `dst` addresses `cols` values; `sw`, `cs`, `bias` 16 values each.
+/// AVX2+FMA if `avx2`; `buf` holds `rows·32` values; rows `r..r+rows` (< m) and pair q's
+/// columns of y are this task's.
+unsafe fn finish_block(avx2: bool, buf: *const i32, rows: usize, t: &Task, r: usize, q: usize) {
+    let w = t.w;
+    for i in 0..rows {
+        for h in 0..2 {
+            let c0 = (2 * q + h) * NR;
+            if c0 >= t.n {
+                continue;
+            }
+            let v = buf.add(i * 32 + 16 * h);
+            let dst = t.y.add((r + i) * t.n + c0);
+            let cols = (t.n - c0).min(NR);
+            let sx = *t.a.scale.get_unchecked(r + i);
+            let (sw, cs, bias) = (w.scale.as_ptr().add(c0), w.colsum.as_ptr().add(c0), w.bias.as_ptr().add(c0));
+            #[cfg(target_arch = "x86_64")]
+            if avx2 {
+                finish16_avx2(v, w.kind, dst, cols, sx, sw, cs, bias, t.ep);
+                continue;
+            }
+            let _ = avx2;
+            for j in 0..cols {
+                let raw = *v.add(j);
+                let mut f = match w.kind {
+                    Kind::Bf16 => f32::from_bits(raw as u32),
+                    Kind::Int8 => {
+                        let raw = if t.ep.sub128 { raw - 128 * *cs.add(j) } else { raw };
+                        raw as f32 * (sx * *sw.add(j))
+                    }
+                };
+                if t.ep.accumulate {
+                    f += *dst.add(j);
+                }
+                *dst.add(j) = simd::act_scalar(f + *bias.add(j), t.ep.act);
+            }
+        }
+    }
+}
+
+/// [`finish_block`] for 16 columns of one row, in AVX2 (`cols` ≤ 16 written to `dst`).
+///
+/// # Safety
+/// AVX2+FMA; `v`, `sw`, `cs`, `bias` 16 values each; `dst` addresses `cols` values.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-#[inline]
+#[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn finish16(
-    v: __m512i,
+unsafe fn finish16_avx2(
+    v: *const i32,
     kind: Kind,
     dst: *mut f32,
     cols: usize,
@@ -508,68 +707,49 @@ unsafe fn finish16(
     bias: *const f32,
     ep: Epilogue,
 ) {
-    let mask: __mmask16 = if cols >= 16 { 0xffff } else { (1u16 << cols) - 1 };
-    let mut f = match kind {
-        Kind::Bf16 => _mm512_castsi512_ps(v),
-        Kind::Int8 => {
-            let v =
-                if ep.sub128 { _mm512_sub_epi32(v, _mm512_slli_epi32::<7>(_mm512_loadu_si512(cs as _))) } else { v };
-            _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_mul_ps(_mm512_set1_ps(sx), _mm512_loadu_ps(sw)))
+    let mut tmp = [0f32; NR];
+    let out = if cols == NR {
+        dst
+    } else {
+        if ep.accumulate {
+            std::ptr::copy_nonoverlapping(dst, tmp.as_mut_ptr(), cols);
         }
+        tmp.as_mut_ptr()
     };
-    if ep.accumulate {
-        f = _mm512_add_ps(f, _mm512_maskz_loadu_ps(mask, dst));
+    for h in 0..2 {
+        let raw = _mm256_loadu_si256(v.add(8 * h) as *const __m256i);
+        let mut f = match kind {
+            Kind::Bf16 => _mm256_castsi256_ps(raw),
+            Kind::Int8 => {
+                let raw = if ep.sub128 {
+                    _mm256_sub_epi32(raw, _mm256_slli_epi32::<7>(_mm256_loadu_si256(cs.add(8 * h) as *const __m256i)))
+                } else {
+                    raw
+                };
+                _mm256_mul_ps(
+                    _mm256_cvtepi32_ps(raw),
+                    _mm256_mul_ps(_mm256_set1_ps(sx), _mm256_loadu_ps(sw.add(8 * h))),
+                )
+            }
+        };
+        if ep.accumulate {
+            f = _mm256_add_ps(f, _mm256_loadu_ps(out.add(8 * h)));
+        }
+        f = simd::act256(_mm256_add_ps(f, _mm256_loadu_ps(bias.add(8 * h))), ep.act);
+        _mm256_storeu_ps(out.add(8 * h), f);
     }
-    f = _mm512_add_ps(f, _mm512_loadu_ps(bias));
-    if ep.act.is_some() {
-        let lo = simd::act256(_mm512_castps512_ps256(f), ep.act);
-        let hi = simd::act256(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(f))), ep.act);
-        f = _mm512_castpd_ps(_mm512_insertf64x4::<1>(
-            _mm512_castpd256_pd512(_mm256_castps_pd(lo)),
-            _mm256_castps_pd(hi),
-        ));
+    if cols < NR {
+        std::ptr::copy_nonoverlapping(tmp.as_ptr(), dst, cols);
     }
-    _mm512_mask_storeu_ps(dst, mask, f);
 }
 
-/// The epilogue of a `rows×32` block held in `buf` (row stride 32 values) for rows
-/// `r..r+rows` and panel pair `q` of y.
-///
-/// # Safety
-/// AVX512F+AVX2+FMA; rows `r..r+rows` (< m) and pair q's columns of y (`m×n`) are this task's.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn finish_block(
-    buf: *const i32,
-    rows: usize,
-    y: *mut f32,
-    n: usize,
-    a: &Converted,
-    w: &PackedLowp,
-    r: usize,
-    q: usize,
-    ep: Epilogue,
-) {
-    for i in 0..rows {
-        for h in 0..2 {
-            let c0 = (2 * q + h) * NR;
-            if c0 >= n {
-                continue;
-            }
-            let v = _mm512_loadu_si512(buf.add(i * 32 + 16 * h) as _);
-            finish16(
-                v,
-                w.kind,
-                y.add((r + i) * n + c0),
-                n - c0,
-                *a.scale.get_unchecked(r + i),
-                w.scale.as_ptr().add(c0),
-                w.colsum.as_ptr().add(c0),
-                w.bias.as_ptr().add(c0),
-                ep,
-            );
-        }
+/// The epilogue buffer of one microkernel block: up to [`MAX_MR`] rows × 32 values.
+#[repr(C, align(64))]
+struct BlockBuf([i32; MAX_MR * 32]);
+
+impl BlockBuf {
+    fn new() -> BlockBuf {
+        BlockBuf([0; MAX_MR * 32])
     }
 }
 
@@ -591,29 +771,37 @@ const TILE_CONFIG: TileConfig = {
     TileConfig(c)
 };
 
+/// The tile products of one 64-byte k step of a 32×32 AMX block: `$op` is `tdpbf16ps` or
+/// `tdpbssd` (tiles 0–3 accumulate, 4–5 hold A, 6–7 hold B).
+#[cfg(target_arch = "x86_64")]
+macro_rules! amx_step {
+    ($op:literal, $a0:expr, $a1:expr, $b0:expr, $b1:expr, $lda:expr) => {
+        std::arch::asm!(
+            "tileloadd tmm4, [{a0} + {lda}*1]",
+            "tileloadd tmm6, [{b0} + {s64}*1]",
+            concat!($op, " tmm0, tmm4, tmm6"),
+            "tileloadd tmm7, [{b1} + {s64}*1]",
+            concat!($op, " tmm1, tmm4, tmm7"),
+            "tileloadd tmm5, [{a1} + {lda}*1]",
+            concat!($op, " tmm2, tmm5, tmm6"),
+            concat!($op, " tmm3, tmm5, tmm7"),
+            a0 = in(reg) $a0, a1 = in(reg) $a1, b0 = in(reg) $b0, b1 = in(reg) $b1,
+            lda = in(reg) $lda, s64 = in(reg) 64usize,
+            options(nostack, readonly),
+        )
+    };
+}
+
 /// One AMX task: rows `r0..r1`, panel pairs `q0..q1`, all of k.
 ///
 /// # Safety
-/// AMX with `w`'s kind granted ([`amx_available`]) and AVX512F; as [`finish_block`] for y;
-/// `a` from [`convert`] for `w` (rows padded to 32, so 32-row blocks past `r1` read zeros).
+/// AMX with `w`'s kind granted ([`amx_available`]) and AVX2+FMA; as [`task`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn amx_task(
-    y: *mut f32,
-    a: &Converted,
-    m: usize,
-    n: usize,
-    w: &PackedLowp,
-    r0: usize,
-    r1: usize,
-    q0: usize,
-    q1: usize,
-    ep: Epilogue,
-) {
-    let _ = m;
-    let mut buf = [Line64::default(); 64]; // 32 rows × 32 i32/f32
-    let bufp = buf.as_mut_ptr() as *mut u8;
+unsafe fn amx_task(t: &Task, r0: usize, r1: usize, q0: usize, q1: usize) {
+    let (a, w) = (t.a, t.w);
+    let mut buf = BlockBuf::new(); // 32 rows × 32 i32/f32
+    let bufp = buf.0.as_mut_ptr() as *mut u8;
     let steps = w.kpad / w.kind.kstep();
     let lda = a.stride;
     let panel_bytes = w.groups * 64;
@@ -643,32 +831,8 @@ unsafe fn amx_task(
                 let (pa0, pa1) = (a0.add(64 * s), a1.add(64 * s));
                 let (pb0, pb1) = (b0.add(1024 * s), b1.add(1024 * s));
                 match w.kind {
-                    Kind::Bf16 => std::arch::asm!(
-                        "tileloadd tmm4, [{a0} + {lda}*1]",
-                        "tileloadd tmm6, [{b0} + {s64}*1]",
-                        "tdpbf16ps tmm0, tmm4, tmm6",
-                        "tileloadd tmm7, [{b1} + {s64}*1]",
-                        "tdpbf16ps tmm1, tmm4, tmm7",
-                        "tileloadd tmm5, [{a1} + {lda}*1]",
-                        "tdpbf16ps tmm2, tmm5, tmm6",
-                        "tdpbf16ps tmm3, tmm5, tmm7",
-                        a0 = in(reg) pa0, a1 = in(reg) pa1, b0 = in(reg) pb0, b1 = in(reg) pb1,
-                        lda = in(reg) lda, s64 = in(reg) 64usize,
-                        options(nostack, readonly),
-                    ),
-                    Kind::Int8 => std::arch::asm!(
-                        "tileloadd tmm4, [{a0} + {lda}*1]",
-                        "tileloadd tmm6, [{b0} + {s64}*1]",
-                        "tdpbssd tmm0, tmm4, tmm6",
-                        "tileloadd tmm7, [{b1} + {s64}*1]",
-                        "tdpbssd tmm1, tmm4, tmm7",
-                        "tileloadd tmm5, [{a1} + {lda}*1]",
-                        "tdpbssd tmm2, tmm5, tmm6",
-                        "tdpbssd tmm3, tmm5, tmm7",
-                        a0 = in(reg) pa0, a1 = in(reg) pa1, b0 = in(reg) pb0, b1 = in(reg) pb1,
-                        lda = in(reg) lda, s64 = in(reg) 64usize,
-                        options(nostack, readonly),
-                    ),
+                    Kind::Bf16 => amx_step!("tdpbf16ps", pa0, pa1, pb0, pb1, lda),
+                    Kind::Int8 => amx_step!("tdpbssd", pa0, pa1, pb0, pb1, lda),
                 }
             }
             std::arch::asm!(
@@ -680,8 +844,7 @@ unsafe fn amx_task(
                 s128 = in(reg) 128usize,
                 options(nostack),
             );
-            let rows = AMX_MR.min(r1 - r);
-            finish_block(bufp as *const i32, rows, y, n, a, w, r, q, ep);
+            finish_block(true, bufp as *const i32, AMX_MR.min(r1 - r), t, r, q);
             r += AMX_MR;
         }
     }
@@ -689,108 +852,54 @@ unsafe fn amx_task(
     std::arch::asm!("tilerelease", options(nostack, nomem));
 }
 
-#[cfg(not(target_arch = "x86_64"))]
-#[allow(clippy::too_many_arguments)]
-unsafe fn amx_task(
-    _: *mut f32,
-    _: &Converted,
-    _: usize,
-    _: usize,
-    _: &PackedLowp,
-    _: usize,
-    _: usize,
-    _: usize,
-    _: usize,
-    _: Epilogue,
-) {
-    unreachable!("AMX is x86-64 only")
-}
-
-/// One AVX-512 task (`vpdpbusd` or `vdpbf16ps`): rows `r0..r1`, panel pairs `q0..q1`.
-///
-/// # Safety
-/// As [`amx_task`], with AVX512_VNNI (int8) or AVX512_BF16 (bf16) instead of AMX.
-#[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn zmm_task(
-    y: *mut f32,
-    a: &Converted,
-    m: usize,
-    n: usize,
-    w: &PackedLowp,
-    r0: usize,
-    r1: usize,
-    q0: usize,
-    q1: usize,
-    ep: Epilogue,
-) {
-    let _ = m;
-    match w.kind {
-        Kind::Bf16 => zmm_task_bf16(y, a, n, w, r0, r1, q0, q1, ep),
-        Kind::Int8 => zmm_task_vnni(y, a, n, w, r0, r1, q0, q1, ep),
-    }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-#[allow(clippy::too_many_arguments)]
-unsafe fn zmm_task(
-    _: *mut f32,
-    _: &Converted,
-    _: usize,
-    _: usize,
-    _: &PackedLowp,
-    _: usize,
-    _: usize,
-    _: usize,
-    _: usize,
-    _: Epilogue,
-) {
-    unreachable!("AVX-512 is x86-64 only")
-}
-
-macro_rules! zmm_task_impl {
-    ($name:ident, $features:literal, $dp:expr) => {
+/// A vector task (`$vec` registers of `$lanes` i32, `$mr` rows × 16 columns per panel of
+/// the pair, `$panels` panels at once: 1 or 2): rows `r0..r1`, panel pairs `q0..q1`; each k
+/// quad (int8) or pair (bf16) of a row is broadcast as one 32-bit value and `$dp`
+/// accumulates its products with the panel line.
+macro_rules! vec_task_impl {
+    ($name:ident, $features:literal, $vec:ty, $zero:ident, $load:ident, $set1:ident, $store:ident, $dp:ident, $mr:expr, $panels:expr) => {
         /// # Safety
-        /// See [`zmm_task`].
+        /// As [`task`], with this kernel's CPU features.
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = $features)]
-        #[allow(clippy::too_many_arguments)]
-        unsafe fn $name(
-            y: *mut f32,
-            a: &Converted,
-            n: usize,
-            w: &PackedLowp,
-            r0: usize,
-            r1: usize,
-            q0: usize,
-            q1: usize,
-            ep: Epilogue,
-        ) {
-            let mut buf = [Line64::default(); ZMM_MR * 2];
-            let bufp = buf.as_mut_ptr() as *mut __m512i;
-            let lines = w.lines.as_ptr() as *const __m512i;
+        #[allow(clippy::modulo_one)] // PER_LINE is 1 for `zmm`, 2 for `ymm`
+        unsafe fn $name(t: &Task, r0: usize, r1: usize, q0: usize, q1: usize) {
+            const LANES: usize = std::mem::size_of::<$vec>() / 4;
+            const PER_LINE: usize = 16 / LANES;
+            const NV: usize = PER_LINE * $panels;
+            let (a, w) = (t.a, t.w);
+            let mut buf = BlockBuf::new();
+            let bufp = buf.0.as_mut_ptr();
+            let lines = w.lines.as_ptr() as *const u8;
             let groups = w.groups;
             for q in q0..q1 {
-                let (b0, b1) = (lines.add(2 * q * groups), lines.add((2 * q + 1) * groups));
                 let mut r = r0;
                 while r < r1 {
-                    let mr = ZMM_MR.min(r1 - r);
-                    let ar: [*const i32; ZMM_MR] =
+                    let mr = $mr.min(r1 - r);
+                    let ar: [*const i32; $mr] =
                         std::array::from_fn(|i| a.ptr().add((r + i.min(mr - 1)) * a.stride) as *const i32);
-                    let mut acc = [_mm512_setzero_si512(); 2 * ZMM_MR];
-                    for g in 0..groups {
-                        let (v0, v1) = (_mm512_load_si512(b0.add(g) as _), _mm512_load_si512(b1.add(g) as _));
-                        for i in 0..ZMM_MR {
-                            let av = _mm512_set1_epi32(ar[i].add(g).read_unaligned());
-                            acc[2 * i] = $dp(acc[2 * i], av, v0);
-                            acc[2 * i + 1] = $dp(acc[2 * i + 1], av, v1);
+                    for h0 in (0..2).step_by($panels) {
+                        let b = lines.add((2 * q + h0) * groups * 64);
+                        let mut acc = [[$zero(); NV]; $mr];
+                        for g in 0..groups {
+                            let v: [$vec; NV] = std::array::from_fn(|j| {
+                                $load(b.add((j / PER_LINE) * groups * 64 + 64 * g + (j % PER_LINE) * 4 * LANES) as _)
+                            });
+                            for i in 0..$mr {
+                                let av = $set1(ar[i].add(g).read_unaligned());
+                                for j in 0..NV {
+                                    acc[i][j] = $dp(acc[i][j], av, v[j]);
+                                }
+                            }
+                        }
+                        for (i, row) in acc.iter().enumerate() {
+                            for (j, v) in row.iter().enumerate() {
+                                $store(bufp.add(i * 32 + 16 * h0 + LANES * j) as _, *v);
+                            }
                         }
                     }
-                    for (i, v) in acc.iter().enumerate() {
-                        _mm512_storeu_si512(bufp.add(i) as _, *v);
-                    }
-                    finish_block(bufp as *const i32, mr, y, n, a, w, r, q, ep);
-                    r += ZMM_MR;
+                    finish_block(true, bufp, mr, t, r, q);
+                    r += $mr;
                 }
             }
         }
@@ -817,8 +926,104 @@ unsafe fn dp_u8s8(acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
     _mm512_dpbusd_epi32(acc, a, b)
 }
 
-zmm_task_impl!(zmm_task_bf16, "avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma", dp_bf16);
-zmm_task_impl!(zmm_task_vnni, "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma", dp_u8s8);
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,avxvnni")]
+#[inline]
+unsafe fn dp_u8s8_vex(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+    _mm256_dpbusd_avx_epi32(acc, a, b)
+}
+
+/// u8×s8 quads summed into i32 without VNNI: `vpmaddubsw` makes saturating i16 pair sums,
+/// exact here because |b| ≤ 63 ([`Engine::weight_qmax`]): 2·255·63 < 2¹⁵; `vpmaddwd` by
+/// ones widens and adds the pairs.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn dp_u8s8_avx2(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+    _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1)))
+}
+
+vec_task_impl!(
+    zmm_task_bf16,
+    "avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma",
+    __m512i,
+    _mm512_setzero_si512,
+    _mm512_load_si512,
+    _mm512_set1_epi32,
+    _mm512_storeu_si512,
+    dp_bf16,
+    ZMM_MR,
+    2
+);
+vec_task_impl!(
+    zmm_task_vnni,
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma",
+    __m512i,
+    _mm512_setzero_si512,
+    _mm512_load_si512,
+    _mm512_set1_epi32,
+    _mm512_storeu_si512,
+    dp_u8s8,
+    ZMM_MR,
+    2
+);
+vec_task_impl!(
+    ymm_task_vnni,
+    "avx2,fma,avxvnni",
+    __m256i,
+    _mm256_setzero_si256,
+    _mm256_load_si256,
+    _mm256_set1_epi32,
+    _mm256_storeu_si256,
+    dp_u8s8_vex,
+    VNNI_MR,
+    1
+);
+vec_task_impl!(
+    ymm_task_avx2,
+    "avx2,fma",
+    __m256i,
+    _mm256_setzero_si256,
+    _mm256_load_si256,
+    _mm256_set1_epi32,
+    _mm256_storeu_si256,
+    dp_u8s8_avx2,
+    AVX2_MR,
+    1
+);
+
+/// The portable task: s8×s8 in i32, [`PORTABLE_MR`] rows × 16 columns at a time.
+///
+/// # Safety
+/// As [`task`].
+unsafe fn portable_task(t: &Task, r0: usize, r1: usize, q0: usize, q1: usize) {
+    let (a, w) = (t.a, t.w);
+    debug_assert!(w.kind == Kind::Int8 && !t.ep.sub128);
+    let mut buf = BlockBuf::new();
+    for q in q0..q1 {
+        let mut r = r0;
+        while r < r1 {
+            let mr = PORTABLE_MR.min(r1 - r);
+            for h in 0..2 {
+                let pan = &w.lines[(2 * q + h) * w.groups..][..w.groups];
+                for i in 0..mr {
+                    // SAFETY: row r+i < m of the converted buffer, `stride` bytes.
+                    let row = std::slice::from_raw_parts(a.ptr().add((r + i) * a.stride), a.stride);
+                    let mut acc = [0i32; NR];
+                    for (l, x) in pan.iter().zip(row.chunks_exact(4)) {
+                        for (c, s) in acc.iter_mut().enumerate() {
+                            let wl = &l.0[4 * c..4 * c + 4];
+                            *s += (0..4).map(|j| x[j] as i8 as i32 * wl[j] as i8 as i32).sum::<i32>();
+                        }
+                    }
+                    buf.0[i * 32 + 16 * h..][..NR].copy_from_slice(&acc);
+                }
+            }
+            finish_block(false, buf.0.as_ptr(), mr, t, r, q);
+            r += PORTABLE_MR;
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -841,8 +1046,11 @@ mod tests {
 
     #[test]
     fn every_available_engine_matches_the_converted_operands_at_edge_shapes() {
-        for engine in [Engine::Amx, Engine::Avx512] {
+        for engine in Engine::ALL {
             for kind in [Kind::Bf16, Kind::Int8] {
+                if kind == Kind::Bf16 && matches!(engine, Engine::AvxVnni | Engine::Avx2 | Engine::Portable) {
+                    continue; // not an engine of bf16
+                }
                 if !engine.available(kind) {
                     eprintln!("SKIPPED: {} (not on this machine)", engine.instruction(kind));
                     continue;
@@ -860,9 +1068,9 @@ mod tests {
                     let x: Vec<f32> = (0..m * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
                     let w: Vec<f32> = (0..n * k).map(|i| ((i * 53 % 89) as f32 - 44.0) / 44.0).collect();
                     let bias: Vec<f32> = (0..n).map(|i| i as f32 * 0.1 - 1.0).collect();
-                    let p = PackedLowp::from_out_in(&w, Some(&bias), n, k, kind);
-                    let unsigned = engine == Engine::Avx512 && kind == Kind::Int8;
-                    let a = convert(&x, m, &p, unsigned);
+                    let p = PackedLowp::for_engine(engine, &w, Some(&bias), n, k, kind);
+                    let unsigned = engine.unsigned(kind);
+                    let a = convert(&x, m, &p, engine);
                     let r = reference(&a, &p, m, unsigned);
                     for (act, acc) in [
                         (None, false),
@@ -901,6 +1109,36 @@ mod tests {
                     }
                 }
                 eprintln!("{}: ok", engine.instruction(kind));
+            }
+        }
+    }
+
+    /// Operands at the ends of their ranges (every activation 255 or 1 as u8, every weight
+    /// ±qmax): where `vpmaddubsw` would saturate with 8-bit weights; the sums must stay exact.
+    #[test]
+    fn int8_sums_stay_exact_at_the_ends_of_the_ranges() {
+        let (m, k, n) = (5, 256, 32);
+        for engine in Engine::ALL {
+            if !engine.available(Kind::Int8) {
+                eprintln!("SKIPPED: {} (not on this machine)", engine.instruction(Kind::Int8));
+                continue;
+            }
+            for xs in [1f32, -1.0] {
+                let x: Vec<f32> = (0..m * k).map(|i| if i / k == 3 { -xs } else { xs }).collect();
+                let w: Vec<f32> = (0..n * k).map(|i| if (i / k) % 2 == 0 { 0.5 } else { -0.25 }).collect();
+                let p = PackedLowp::for_engine(engine, &w, None, n, k, Kind::Int8);
+                let mut y = vec![0f32; m * n];
+                matmul(engine, &mut y, &x, m, &p, None, false);
+                for i in 0..m {
+                    for j in 0..n {
+                        let want = k as f32 * x[i * k] * w[j * k];
+                        let got = y[i * n + j];
+                        assert!(
+                            (got - want).abs() <= 1e-4 * want.abs(),
+                            "{engine:?} x={xs} [{i},{j}]: {got} vs {want}"
+                        );
+                    }
+                }
             }
         }
     }

@@ -1,15 +1,19 @@
 //! Which instruction set the CPU engine's kernels use: the best one detected at run time,
-//! or one forced by `CLIP_WGPU_CPU_ISA=scalar|avx2|avx512|amx|neon|auto` (read once per process),
+//! or one forced by `CLIP_WGPU_CPU_ISA=scalar|avx2|avxvnni|avx512|amx|neon|auto` (read once per process),
 //! or one given to [`Prepared::with_isa`](super::Prepared::with_isa) (what tests use, since
 //! an environment variable is process-wide).
 //!
 //! | level | f32 products | int8 / bf16 products | row ops (layernorm, softmax, GELU) |
 //! |---|---|---|---|
 //! | `scalar` | portable packed-panel kernel (plain Rust) | portable kernels | plain Rust |
-//! | `avx2` | AVX2+FMA 6×16 packed-panel kernel | AVX2 kernels | AVX2+FMA |
-//! | `avx512` | the `gemm` crate (its AVX-512 kernels) | AVX512_VNNI `vpdpbusd` / AVX512_BF16 `vdpbf16ps` where the CPU has them, else AVX2 kernels | AVX2+FMA |
+//! | `avx2` | AVX2+FMA 6×16 packed-panel kernel | int8 `vpmaddubsw`+`vpmaddwd` (7-bit weights), bf16 AVX2 panels | AVX2+FMA |
+//! | `avxvnni` | as `avx2` | int8 AVX-VNNI `vpdpbusd` (`ymm`), bf16 as `avx2` | AVX2+FMA |
+//! | `avx512` | the `gemm` crate (its AVX-512 kernels) | AVX512_VNNI `vpdpbusd` / AVX512_BF16 `vdpbf16ps` where the CPU has them, else as `avxvnni` / `avx2` | AVX2+FMA |
 //! | `amx` | as `avx512` | AMX tiles (`tdpbssd` / `tdpbf16ps`), else as `avx512` | AVX2+FMA |
 //! | `neon` | the `gemm` crate (its NEON kernels) | portable kernels | plain Rust |
+//!
+//! Each level's kernels run only the instructions of that level, so forcing `avx2` on a
+//! bigger CPU measures what an AVX2-only CPU (AMD Zen 1–3, Intel Haswell–Comet Lake) runs.
 //!
 //! A forced level this machine lacks is not an error: the engine prints one line on stderr
 //! and uses the detected level instead (so does an unknown value).
@@ -27,6 +31,9 @@ pub enum Isa {
     Scalar,
     /// x86-64 AVX2 + FMA (+ F16C not needed).
     Avx2,
+    /// x86-64 AVX2 + FMA + AVX-VNNI (the VEX `vpdpbusd`): int8 products on `ymm` VNNI,
+    /// everything else as `Avx2`.
+    AvxVnni,
     /// x86-64 AVX-512F (with AVX2 + FMA): f32 products through the `gemm` crate's kernels.
     Avx512,
     /// aarch64 NEON: f32 products through the `gemm` crate's kernels.
@@ -37,12 +44,13 @@ pub enum Isa {
 }
 
 impl Isa {
-    pub const ALL: [Isa; 5] = [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Amx, Isa::Neon];
+    pub const ALL: [Isa; 6] = [Isa::Scalar, Isa::Avx2, Isa::AvxVnni, Isa::Avx512, Isa::Amx, Isa::Neon];
 
     pub fn name(self) -> &'static str {
         match self {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2",
+            Isa::AvxVnni => "avxvnni",
             Isa::Avx512 => "avx512",
             Isa::Neon => "neon",
             Isa::Amx => "amx",
@@ -55,6 +63,7 @@ impl Isa {
             "auto" | "" => Some(None),
             "scalar" | "portable" | "generic" => Some(Some(Isa::Scalar)),
             "avx2" => Some(Some(Isa::Avx2)),
+            "avxvnni" | "avx-vnni" | "avx_vnni" => Some(Some(Isa::AvxVnni)),
             "avx512" | "avx-512" => Some(Some(Isa::Avx512)),
             "neon" => Some(Some(Isa::Neon)),
             "amx" => Some(Some(Isa::Amx)),
@@ -67,6 +76,16 @@ impl Isa {
         match self {
             Isa::Scalar => true,
             Isa::Avx2 => has_avx2_fma(),
+            Isa::AvxVnni => {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    has_avx2_fma() && std::arch::is_x86_feature_detected!("avxvnni")
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                {
+                    false
+                }
+            }
             Isa::Avx512 => {
                 #[cfg(target_arch = "x86_64")]
                 {
@@ -89,7 +108,10 @@ impl Isa {
     pub fn detect() -> Isa {
         static DETECTED: OnceLock<Isa> = OnceLock::new();
         *DETECTED.get_or_init(|| {
-            [Isa::Amx, Isa::Avx512, Isa::Avx2, Isa::Neon].into_iter().find(|i| i.available()).unwrap_or(Isa::Scalar)
+            [Isa::Amx, Isa::Avx512, Isa::AvxVnni, Isa::Avx2, Isa::Neon]
+                .into_iter()
+                .find(|i| i.available())
+                .unwrap_or(Isa::Scalar)
         })
     }
 
@@ -112,7 +134,7 @@ impl Isa {
                 }
                 None => {
                     eprintln!(
-                        "clip-wgpu: unknown CLIP_WGPU_CPU_ISA={v:?} (scalar|avx2|avx512|amx|neon|auto); using {}",
+                        "clip-wgpu: unknown CLIP_WGPU_CPU_ISA={v:?} (scalar|avx2|avxvnni|avx512|amx|neon|auto); using {}",
                         Isa::detect().name()
                     );
                     Isa::detect()
@@ -123,7 +145,7 @@ impl Isa {
 
     /// Whether the hand-written AVX2+FMA kernels may run at this level (on this machine).
     pub(crate) fn avx2_kernels(self) -> bool {
-        matches!(self, Isa::Avx2 | Isa::Avx512 | Isa::Amx) && has_avx2_fma()
+        matches!(self, Isa::Avx2 | Isa::AvxVnni | Isa::Avx512 | Isa::Amx) && has_avx2_fma()
     }
 
     /// Whether f32 products go to the `gemm` crate at this level (`avx512`, `amx`, `neon`)
@@ -148,15 +170,19 @@ impl Isa {
         matches!(self, Isa::Avx512 | Isa::Amx) && Isa::Avx512.available()
     }
 
-    /// The engine of the reduced-precision kernels at this level for `kind`, if this machine
-    /// has one: AMX at `amx`, AVX512_VNNI / AVX512_BF16 at `avx512` and `amx` (for a kind
-    /// the machine's AMX lacks). `None`: the AVX2 or portable kernels.
+    /// The engine of the reduced-precision kernels at this level for `kind`: the best this
+    /// machine has among the level's own (AMX at `amx`; AVX512_VNNI / AVX512_BF16 at
+    /// `avx512` and `amx`; AVX-VNNI from `avxvnni` up; AVX2 from `avx2` up; portable at
+    /// `scalar` and `neon`). `None`: no engine for `kind` here, bf16 runs on the packed
+    /// panels ([`gemm_f32`](super::gemm_f32)).
     pub fn lowp_engine(self, kind: super::gemm_lowp::Kind) -> Option<super::gemm_lowp::Engine> {
         use super::gemm_lowp::Engine;
         let candidates: &[Engine] = match self {
-            Isa::Amx => &[Engine::Amx, Engine::Avx512],
-            Isa::Avx512 => &[Engine::Avx512],
-            _ => &[],
+            Isa::Amx => &[Engine::Amx, Engine::Avx512, Engine::AvxVnni, Engine::Avx2],
+            Isa::Avx512 => &[Engine::Avx512, Engine::AvxVnni, Engine::Avx2],
+            Isa::AvxVnni => &[Engine::AvxVnni, Engine::Avx2],
+            Isa::Avx2 => &[Engine::Avx2],
+            Isa::Scalar | Isa::Neon => &[Engine::Portable],
         };
         candidates.iter().copied().find(|e| e.available(kind))
     }

@@ -1,6 +1,6 @@
 //! The CPU backend: interprets a tower's [`Program`] in f32, multithreaded (rayon). The linear
 //! layers run on weights prepared once ([`Prepared`]): hand-written packed-panel kernels
-//! ([`gemm_f32`] in f32 or bf16, [`gemm_i8`] in int8) with the bias and activation or the
+//! ([`gemm_f32`] in f32 or bf16, [`gemm_lowp`] in int8 and, on AVX-512/AMX, bf16) with the bias and activation or the
 //! residual add fused, or the `gemm` crate on AVX-512 and NEON machines in f32; the
 //! instruction-set level is chosen at run time ([`isa`]). It is the reference the GPU backend
 //! is validated against.
@@ -8,12 +8,12 @@
 pub mod auto;
 pub mod gemm;
 pub mod gemm_f32;
-pub mod gemm_i8;
 pub mod gemm_lowp;
 pub mod isa;
 pub mod ops;
 pub mod precision;
 pub mod simd;
+mod tiles;
 
 pub use isa::Isa;
 pub use precision::CpuPrecision;
@@ -31,9 +31,7 @@ enum Weight {
     Dense(Vec<f32>),
     /// f32 or bf16 packed panels with the bias (`gemm_f32`).
     Packed(gemm_f32::Packed),
-    /// int8 per-channel panels with the bias (`gemm_i8`).
-    Int8(gemm_i8::PackedI8),
-    /// bf16 or int8 panels for the AVX-512 / AMX kernels (`gemm_lowp`).
+    /// bf16 or int8 panels for the reduced-precision engines (`gemm_lowp`).
     Lowp(gemm_lowp::PackedLowp, gemm_lowp::Engine),
 }
 
@@ -98,12 +96,12 @@ impl Prepared {
                 let weight = match prec {
                     CpuPrecision::Bf16 | CpuPrecision::Int8 if lowp.is_some() => {
                         let (kind, engine) = lowp.unwrap();
-                        Weight::Lowp(gemm_lowp::PackedLowp::from_out_in(w, b, n, k, kind), engine)
+                        Weight::Lowp(gemm_lowp::PackedLowp::for_engine(engine, w, b, n, k, kind), engine)
                     }
                     CpuPrecision::F32 if crate_f32 => Weight::Dense(transpose(w, n, k)),
                     CpuPrecision::F32 => Weight::Packed(gemm_f32::Packed::from_out_in(w, b, n, k, false)),
                     CpuPrecision::Bf16 => Weight::Packed(gemm_f32::Packed::from_out_in(w, b, n, k, true)),
-                    CpuPrecision::Int8 => Weight::Int8(gemm_i8::PackedI8::from_out_in(w, b, n, k)),
+                    CpuPrecision::Int8 => unreachable!("every level has an int8 engine"),
                 };
                 (id, weight)
             })
@@ -147,7 +145,6 @@ impl Prepared {
             .map(|w| match w {
                 Weight::Dense(d) => d.len() * 4,
                 Weight::Packed(p) => p.bytes(),
-                Weight::Int8(q) => q.bytes(),
                 Weight::Lowp(q, _) => q.bytes(),
             })
             .sum()
@@ -190,7 +187,6 @@ impl Prepared {
                 ops::bias_act_isa(&mut y[..rows * n], n, bias, act, self.avx2());
             }
             Weight::Packed(p) => gemm_f32::matmul(self.isa, y, x, rows, p, act, accumulate),
-            Weight::Int8(q) => gemm_i8::matmul(self.isa, y, x, rows, q, act, accumulate),
             Weight::Lowp(q, e) => gemm_lowp::matmul(*e, y, x, rows, q, act, accumulate),
         }
     }

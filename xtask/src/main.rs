@@ -424,7 +424,20 @@ fn bench(b: Bench) -> Result<()> {
 
     // environment record
     let mut env = sys::environment(&root());
-    env["command"] = json!(command_line());
+    // a forced kernel level is part of the command (the workers inherit it)
+    let isa_var = std::env::var("CLIP_WGPU_CPU_ISA").ok().filter(|v| !v.is_empty());
+    env["command"] = json!(match &isa_var {
+        Some(v) => format!("CLIP_WGPU_CPU_ISA={v} {}", command_line()),
+        None => command_line(),
+    });
+    let isa = clip_wgpu::cpu::Isa::from_env();
+    env["cpu_isa"] = json!(isa.name());
+    env["cpu_kernels"] = json!(b
+        .precision
+        .iter()
+        .filter_map(|p| CpuPrecision::parse(p))
+        .map(|p| format!("{p}: {}", clip_wgpu::cpu::Prepared::kernels_for(p, isa)))
+        .collect::<Vec<_>>());
     env["model"] = json!(model.display().to_string());
     env["threads"] = json!(b.threads);
     env["precisions_requested"] = json!(b.precision);
@@ -689,7 +702,7 @@ fn caption(env: &Value) -> String {
          interleaved between engines, each configuration in its own process (peak RSS is its own). \
          {text_mode}; the baselines run texts padded to 77 tokens, as their tokenizers do. \
          Ratio = clip-wgpu items/s ÷ baseline items/s (same tower and batch). \
-         `{}` ({}, commit {}).",
+         clip-wgpu's CPU kernels: level {} ({}). `{}` ({}, commit {}).",
         short_cpu(env["cpu_model"].as_str().unwrap_or("")),
         env["cores"],
         env["cpu_simd_used"]
@@ -699,6 +712,11 @@ fn caption(env: &Value) -> String {
         env["threads"],
         env["runs"]["timed"],
         env["runs"]["warmup"],
+        env["cpu_isa"].as_str().unwrap_or("?"),
+        env["cpu_kernels"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join("; "))
+            .unwrap_or_default(),
         env["command"].as_str().unwrap_or(""),
         env["date"].as_str().unwrap_or(""),
         env["git_commit"].as_str().unwrap_or("").chars().take(10).collect::<String>(),
