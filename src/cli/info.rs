@@ -19,6 +19,11 @@ pub struct InfoArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// With --model: open the GPU engine on the adapter `--device gpu` would use and report
+    /// its start-up (pipeline cache), and per tower at batches 1 and 32 the dispatches and
+    /// the CPU time to write, record and submit one batch (median of 3, after one warm-up).
+    #[arg(long, requires = "model")]
+    gpu_stats: bool,
 }
 
 #[derive(Args)]
@@ -34,9 +39,13 @@ pub fn info(a: InfoArgs) -> Result<ExitCode, clip_wgpu::Error> {
     let adapters = clip_wgpu::gpu::adapters(None).unwrap_or_default();
     let auto = adapters.iter().find(|r| r.device_type != "Cpu" && r.backend != "gl");
     let mut cpu_auto = None;
+    let mut gpu_stats = None;
     let model = match &a.model {
         Some(p) => {
             let ck = clip_wgpu::model::load(p, &Default::default())?;
+            if a.gpu_stats {
+                gpu_stats = Some(measure_gpu(&ck));
+            }
             // what `--precision auto` runs on this CPU for this checkpoint, and why (measured
             // once, then cached)
             let (v, t) = (
@@ -61,7 +70,7 @@ pub fn info(a: InfoArgs) -> Result<ExitCode, clip_wgpu::Error> {
     let cpu = json!({"threads": rayon::current_num_threads(), "precision": "f32", "gemm": "gemm crate (runtime AVX-512/AVX2/NEON dispatch)",
         "cpu": clip_wgpu::cpu::auto::cpu_identity(), "isa": isa, "kernels": kernels, "auto": cpu_auto});
     if a.json {
-        let v = json!({"adapters": adapters, "auto": auto.map(|r| r.index), "cpu": cpu, "model": model});
+        let v = json!({"adapters": adapters, "auto": auto.map(|r| r.index), "cpu": cpu, "model": model, "gpu_stats": gpu_stats});
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(ExitCode::SUCCESS);
     }
@@ -114,7 +123,159 @@ pub fn info(a: InfoArgs) -> Result<ExitCode, clip_wgpu::Error> {
     if let Some(m) = model {
         println!("model: {}", serde_json::to_string_pretty(&m).unwrap_or_default());
     }
+    if let Some(g) = &gpu_stats {
+        print_gpu_stats(g);
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Deterministic inputs of `n` sequences: smooth pixel patterns, and texts of lengths
+/// 2..=context (`validate`'s and `info --gpu-stats`').
+fn test_inputs(cfg: &clip_wgpu::model::ClipConfig, n: usize) -> (Vec<f32>, Vec<Vec<u32>>) {
+    let s = cfg.vision.image_size;
+    let px: Vec<f32> = (0..n * 3 * s * s).map(|i| (2.0 * (0.001 * i as f64).sin()) as f32).collect();
+    let ids: Vec<Vec<u32>> = (0..n)
+        .map(|b| {
+            let len = 2 + (b * 11) % (cfg.text.context_length - 1);
+            let mut t: Vec<u32> = (0..len).map(|j| (320 + 37 * (b + j)) as u32 % 49000).collect();
+            t[0] = 49406;
+            t[len - 1] = 49407;
+            t
+        })
+        .collect();
+    (px, ids)
+}
+
+/// `info --gpu-stats`: the GPU engine's start-up and, per tower and batch size, what one
+/// batch costs the CPU (see `GpuEncoder::last_chunk_cost`).
+fn measure_gpu(ck: &clip_wgpu::model::Checkpoint) -> serde_json::Value {
+    use clip_wgpu::gpu::{Context, GpuEncoder};
+    use clip_wgpu::model::{Input, Tower};
+    use std::time::Instant;
+    let t = Instant::now();
+    let ctx = match Context::new(&Default::default()) {
+        Ok(c) => c,
+        Err(e) => return json!({"error": e.to_string()}),
+    };
+    let context_ms = t.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    let enc = match GpuEncoder::from_checkpoint(&ctx, ck, ctx.default_precision()) {
+        Ok(g) => g,
+        Err(e) => return json!({"adapter": ctx.report.name, "error": e.to_string()}),
+    };
+    let engine_ms = t.elapsed().as_secs_f64() * 1e3;
+    let (px, ids) = test_inputs(&ck.config, 32);
+    let px_per = 3 * ck.config.vision.image_size * ck.config.vision.image_size;
+    let mut rows = Vec::new();
+    for tower in [Tower::Vision, Tower::Text] {
+        for b in [1, 32] {
+            let input = match tower {
+                Tower::Vision => Input::Pixels { data: &px[..b * px_per], n: b },
+                Tower::Text => Input::Tokens(&ids[..b]),
+            };
+            let mut costs = Vec::new();
+            let mut first_ms = 0.0;
+            for run in 0..4 {
+                let t = Instant::now();
+                if let Err(e) = enc.encode(tower, &input) {
+                    return json!({"adapter": ctx.report.name, "error": e.to_string()});
+                }
+                if run == 0 {
+                    first_ms = t.elapsed().as_secs_f64() * 1e3;
+                } else if let Some(c) = enc.last_chunk_cost(tower) {
+                    costs.push((c, t.elapsed().as_secs_f64() * 1e3));
+                }
+            }
+            let median = |f: &dyn Fn(&(clip_wgpu::gpu::ChunkCost, f64)) -> f64| {
+                let mut v: Vec<f64> = costs.iter().map(f).collect();
+                v.sort_by(f64::total_cmp);
+                v.get(v.len() / 2).copied().unwrap_or(0.0)
+            };
+            let last = costs.last().map(|c| c.0).unwrap_or_default();
+            rows.push(json!({
+                "tower": format!("{tower:?}").to_lowercase(),
+                "batch": b,
+                "ops": enc.program(tower).ops.len(),
+                "dispatches": last.dispatches,
+                "bind_groups_per_batch": last.bind_groups,
+                "write_us": median(&|c| c.0.write_us),
+                "record_us": median(&|c| c.0.record_us),
+                "submit_us": median(&|c| c.0.submit_us),
+                "cpu_us": median(&|c| c.0.write_us + c.0.record_us + c.0.submit_us),
+                "wait_ms": median(&|c| c.0.wait_us / 1e3),
+                "batch_ms": median(&|c| c.1),
+                "first_batch_ms": first_ms,
+            }));
+        }
+    }
+    json!({
+        "adapter": ctx.report.name,
+        "backend": ctx.report.backend,
+        "driver": format!("{} {}", ctx.report.driver, ctx.report.driver_info),
+        "precision": enc.precision().name(),
+        "matmul": enc.matmul_description(),
+        "context_ms": context_ms,
+        "engine_build_ms": engine_ms,
+        "pipelines": enc.stats().pipelines_created,
+        "pipeline_cache": enc.pipeline_cache(),
+        "towers": rows,
+    })
+}
+
+fn print_gpu_stats(g: &serde_json::Value) {
+    if let Some(e) = g.get("error") {
+        println!("GPU engine: error: {}", e.as_str().unwrap_or_default());
+        return;
+    }
+    let s = |k: &str| g[k].as_str().unwrap_or_default().to_string();
+    let f = |k: &str| g[k].as_f64().unwrap_or(0.0);
+    println!(
+        "GPU engine on {} ({}, {}): {}, matmul {}",
+        s("adapter"),
+        s("backend"),
+        s("driver"),
+        s("precision"),
+        s("matmul")
+    );
+    println!(
+        "    start-up: device {:.0} ms, weights and {} pipelines {:.0} ms; pipeline cache: {}",
+        f("context_ms"),
+        g["pipelines"],
+        f("engine_build_ms"),
+        if g["pipeline_cache"].is_null() { "none".to_string() } else { g["pipeline_cache"].to_string() }
+    );
+    println!(
+        "    {:<7} {:>5} {:>4} {:>10} {:>11} {:>9} {:>9} {:>9} {:>9} {:>10} {:>12}",
+        "tower",
+        "batch",
+        "ops",
+        "dispatches",
+        "bind groups",
+        "write µs",
+        "record µs",
+        "submit µs",
+        "CPU µs",
+        "batch ms",
+        "1st batch ms"
+    );
+    for r in g["towers"].as_array().into_iter().flatten() {
+        let x = |k: &str| r[k].as_f64().unwrap_or(0.0);
+        let n = |k: &str| r[k].as_u64().unwrap_or(0);
+        println!(
+            "    {:<7} {:>5} {:>4} {:>10} {:>11} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>10.1} {:>12.1}",
+            r["tower"].as_str().unwrap_or_default(),
+            n("batch"),
+            n("ops"),
+            n("dispatches"),
+            n("bind_groups_per_batch"),
+            x("write_us"),
+            x("record_us"),
+            x("submit_us"),
+            x("cpu_us"),
+            x("batch_ms"),
+            x("first_batch_ms")
+        );
+    }
 }
 
 fn yes(b: bool) -> &'static str {
@@ -133,17 +294,7 @@ pub fn validate(a: ValidateArgs) -> Result<ExitCode, clip_wgpu::Error> {
     let cfg = &ck.config;
     let s = cfg.vision.image_size;
     let max_b = a.batch_sizes.iter().copied().max().unwrap_or(1);
-    // deterministic inputs: smooth pixel patterns, and texts of lengths 2..=context
-    let px: Vec<f32> = (0..max_b * 3 * s * s).map(|i| (2.0 * (0.001 * i as f64).sin()) as f32).collect();
-    let ids: Vec<Vec<u32>> = (0..max_b)
-        .map(|b| {
-            let len = 2 + (b * 11) % (cfg.text.context_length - 1);
-            let mut t: Vec<u32> = (0..len).map(|j| (320 + 37 * (b + j)) as u32 % 49000).collect();
-            t[0] = 49406;
-            t[len - 1] = 49407;
-            t
-        })
-        .collect();
+    let (px, ids) = test_inputs(cfg, max_b);
     let programs = [Program::new(Tower::Vision, cfg, &ck.weights), Program::new(Tower::Text, cfg, &ck.weights)];
     let mut reference = Vec::new();
     for p in &programs {

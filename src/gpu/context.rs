@@ -211,9 +211,9 @@ impl Context {
         Err(GpuError::NoAdapter(format!("{what}{seen}")))
     }
 
-    /// Opens a device on `adapter`, requesting SHADER_F16 and SUBGROUP where present, and
-    /// EXPERIMENTAL_COOPERATIVE_MATRIX only where the adapter reports it with the 16×16×16
-    /// f16→f32 configuration the tensor-core matmul uses; and the adapter's own limits.
+    /// Opens a device on `adapter`, requesting SHADER_F16, SUBGROUP and PIPELINE_CACHE where
+    /// present, and EXPERIMENTAL_COOPERATIVE_MATRIX only where the adapter reports it with the
+    /// 16×16×16 f16→f32 configuration the tensor-core matmul uses; and the adapter's own limits.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn open(instance: wgpu::Instance, adapter: wgpu::Adapter, report: AdapterReport) -> Result<Context, GpuError> {
         block_on(Self::open_async(instance, adapter, report))
@@ -225,7 +225,8 @@ impl Context {
         adapter: wgpu::Adapter,
         report: AdapterReport,
     ) -> Result<Context, GpuError> {
-        let mut wanted = wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP;
+        // PIPELINE_CACHE: the driver's compiled pipelines persisted across runs (Vulkan).
+        let mut wanted = wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP | wgpu::Features::PIPELINE_CACHE;
         let coop = report.coop_16x16x16_f16_f32;
         if coop {
             wanted |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;

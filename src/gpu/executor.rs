@@ -16,8 +16,9 @@ use std::sync::Mutex;
 use super::context::Context;
 use super::family::Chunk;
 use super::matmul_coop::MatmulPath;
+use super::pipeline_cache::{CacheReport, PipelineCache};
 use super::plan::{act_dt, plan_kernels_with};
-use super::pool::{ChunkInput, Pool, Resources};
+use super::pool::{create_kernels, ChunkCost, ChunkInput, Pool, Resources};
 use super::selfcheck::choose_matmul;
 use super::shader::KernelKey;
 use super::types::{GpuError, Precision};
@@ -41,11 +42,22 @@ pub struct GpuOptions {
     /// The largest storage binding to use, in bytes, if less than the device allows (tests
     /// force a small one to exercise the splitting of large tables).
     pub max_binding: Option<u64>,
+    /// The directory of the persisted pipeline cache (`None`: none). By default
+    /// [`pipeline_cache::default_dir`](super::pipeline_cache::default_dir):
+    /// `$CLIP_WGPU_PIPELINE_CACHE`, else `~/.cache/clip-wgpu`.
+    pub pipeline_cache: Option<std::path::PathBuf>,
 }
 
 impl Default for GpuOptions {
     fn default() -> Self {
-        GpuOptions { max_seqs: 256, max_tokens: 256 * 77, subgroups: true, matmul: MatmulPath::Auto, max_binding: None }
+        GpuOptions {
+            max_seqs: 256,
+            max_tokens: 256 * 77,
+            subgroups: true,
+            matmul: MatmulPath::Auto,
+            max_binding: None,
+            pipeline_cache: super::pipeline_cache::default_dir(),
+        }
     }
 }
 
@@ -107,8 +119,9 @@ fn max_binding(ctx: &Context, opts: &GpuOptions) -> u64 {
     opts.max_binding.map_or(ctx.max_binding(), |m| m.min(ctx.max_binding()))
 }
 
-/// Uploads `params`, creates the pipelines of `keys` and checks every op of `programs` can be
-/// bound.
+/// Uploads `params`, creates the pipelines of `keys` (natively both at once: the upload on
+/// this thread, the pipelines on the others, through the persisted pipeline cache where
+/// `opts` names one) and checks every op of `programs` can be bound.
 async fn resources(
     ctx: &Context,
     params: &Params,
@@ -116,11 +129,25 @@ async fn resources(
     opts: &GpuOptions,
     towers: &[(&Program, &[KernelKey])],
 ) -> Result<Resources, GpuError> {
-    let store = WeightStore::upload_async(ctx, params, precision.weights(), max_binding(ctx, opts)).await?;
-    let mut res = Resources::new(ctx, store);
+    let keys: Vec<KernelKey> = towers.iter().flat_map(|(_, k)| k.iter().copied()).collect();
+    let cache = match opts.pipeline_cache.as_deref() {
+        Some(dir) => PipelineCache::open(ctx, dir).await,
+        None => None,
+    };
+    let cache_ref = cache.as_ref().map(|c| &c.cache);
+    let upload = WeightStore::upload_async(ctx, params, precision.weights(), max_binding(ctx, opts));
+    #[cfg(not(target_arch = "wasm32"))]
+    let (store, kernels) = std::thread::scope(|s| {
+        let kernels = s.spawn(|| super::context::block_on(create_kernels(ctx, &keys, cache_ref)));
+        let store = super::context::block_on(upload);
+        (store, kernels.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+    });
+    #[cfg(target_arch = "wasm32")]
+    let (store, kernels) = (upload.await, create_kernels(ctx, &keys, cache_ref).await);
+    let mut res = Resources::new(ctx, store?, kernels?);
+    res.pipeline_cache = cache.map(|c| c.save());
     for (program, keys) in towers {
         res.check_bindings(program, keys, params)?;
-        res.add_kernels_async(keys).await?;
     }
     if let Some(e) = ctx.take_error() {
         return Err(e);
@@ -209,6 +236,12 @@ impl GpuEncoder {
         &self.tower(tower).keys
     }
 
+    /// What became of the persisted pipeline cache at start-up (`None` where none was used:
+    /// disabled, or the backend keeps none).
+    pub fn pipeline_cache(&self) -> Option<&CacheReport> {
+        self.res.pipeline_cache.as_ref()
+    }
+
     pub fn stats(&self) -> GpuStats {
         use std::sync::atomic::Ordering::Relaxed;
         let c = &self.res.counters;
@@ -220,6 +253,13 @@ impl GpuEncoder {
             weight_buffers: self.res.weights.buffers.len(),
             weight_bytes: self.res.weights.bytes,
         }
+    }
+
+    /// What the last chunk of `tower` cost the CPU to write, record and submit, and its
+    /// dispatches (`None` before its first chunk).
+    pub fn last_chunk_cost(&self, tower: Tower) -> Option<ChunkCost> {
+        let pool = self.tower(tower).pool.lock().unwrap_or_else(|e| e.into_inner());
+        pool.as_ref().and_then(|p| *p.last_cost.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Bytes of GPU memory the activation pools (both towers) hold now: activations, inputs,
@@ -342,6 +382,7 @@ impl GpuEncoder {
         let oom = dev.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let val = dev.push_error_scope(wgpu::ErrorFilter::Validation);
 
+        let bind_groups_before = self.res.counters.bind_groups.load(std::sync::atomic::Ordering::Relaxed);
         let mut guard = te.pool.lock().unwrap_or_else(|e| e.into_inner());
         let grow = match &*guard {
             Some(p) => p.tokens < seqs.tokens() || p.seqs < seqs.count(),
@@ -377,6 +418,10 @@ impl GpuEncoder {
             .run_async(&self.res, &te.keys, &chunk, input, &[], &[te.program.output])
             .await
             .map(|mut v| v.pop().unwrap_or_default());
+        if let Some(c) = pool.last_cost.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            c.bind_groups =
+                self.res.counters.bind_groups.load(std::sync::atomic::Ordering::Relaxed) - bind_groups_before;
+        }
         let val_err = val.pop().await.map(|e| GpuError::Backend(e.to_string()));
         let oom_err = oom.pop().await.map(|e| {
             let what = if tower == Tower::Vision { "images" } else { "texts" };

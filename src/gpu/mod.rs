@@ -16,6 +16,7 @@
 //! * [`plan`]: which variant runs each op (no device needed).
 //! * [`context`]: instance, adapter selection, device with the optional features that matter.
 //! * [`pipeline`]: pipelines and bind group layouts from a key.
+//! * [`pipeline_cache`]: the driver's compiled pipelines, persisted per adapter and driver.
 //! * [`weights`]: all parameters uploaded once into a few large buffers, each bound as its own
 //!   aligned slice (split by rows where larger than a binding may be).
 //! * [`pool`]: the encoder's buffers (activation pool, inputs, uniforms, readback), bind
@@ -33,6 +34,7 @@ pub mod matmul_coop;
 pub mod norm;
 pub mod patch;
 pub mod pipeline;
+pub mod pipeline_cache;
 pub mod plan;
 pub mod pool;
 pub mod selfcheck;
@@ -47,5 +49,6 @@ pub use context::{Context, ContextOptions};
 pub use executor::{GpuEncoder, GpuOptions, GpuStats};
 pub use matmul_coop::MatmulPath;
 pub use plan::{plan_kernels, plan_kernels_with};
+pub use pool::ChunkCost;
 pub use shader::KernelKey;
 pub use types::{AdapterReport, Dt, GpuError, Precision};

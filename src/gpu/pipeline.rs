@@ -13,6 +13,12 @@ pub struct Kernel {
 /// Creates the pipeline of one kernel variant (the engine, the self-check, the tests and the
 /// benches all make theirs here).
 pub fn create_kernel(device: &wgpu::Device, key: &KernelKey) -> Kernel {
+    create_kernel_cached(device, key, None)
+}
+
+/// [`create_kernel`] through a pipeline cache (the engine's, persisted across runs: see
+/// [`pipeline_cache`](super::pipeline_cache)).
+pub fn create_kernel_cached(device: &wgpu::Device, key: &KernelKey, cache: Option<&wgpu::PipelineCache>) -> Kernel {
     let name = key.name();
     let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
         label: Some(&name),
@@ -49,7 +55,7 @@ pub fn create_kernel(device: &wgpu::Device, key: &KernelKey) -> Kernel {
         module: &module,
         entry_point: Some(key.entry()),
         compilation_options: Default::default(),
-        cache: None,
+        cache,
     });
     Kernel { pipeline, layout }
 }

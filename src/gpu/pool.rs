@@ -8,11 +8,13 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Mutex;
 
 use super::context::Context;
 use super::embed::TABLE_PARTS;
 use super::family::{Chunk, Res};
-use super::pipeline::{create_kernel, Kernel};
+use super::pipeline::{create_kernel_cached, Kernel};
+use super::pipeline_cache::CacheReport;
 use super::shader::KernelKey;
 use super::types::{Dt, GpuError};
 use super::weights::WeightStore;
@@ -38,6 +40,8 @@ pub struct Resources {
     /// Bound where a linear layer has no bias.
     pub dummy: wgpu::Buffer,
     pub counters: Counters,
+    /// What became of the persisted pipeline cache (`None` where none was used).
+    pub pipeline_cache: Option<CacheReport>,
 }
 
 fn align(v: u64, a: u64) -> u64 {
@@ -45,9 +49,11 @@ fn align(v: u64, a: u64) -> u64 {
 }
 
 impl Resources {
-    pub fn new(ctx: &Context, weights: WeightStore) -> Resources {
+    /// The weights uploaded and the pipelines made (see [`create_kernels`]).
+    pub fn new(ctx: &Context, weights: WeightStore, kernels: HashMap<KernelKey, Kernel>) -> Resources {
         let counters = Counters::default();
         counters.buffers.fetch_add(weights.buffers.len(), Relaxed);
+        counters.pipelines.fetch_add(kernels.len(), Relaxed);
         let res = Resources {
             dummy: ctx.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("clip-wgpu dummy"),
@@ -57,32 +63,12 @@ impl Resources {
             }),
             ctx: ctx.clone(),
             weights,
-            kernels: HashMap::new(),
+            kernels,
             counters,
+            pipeline_cache: None,
         };
         res.counters.buffers.fetch_add(1, Relaxed);
         res
-    }
-
-    /// Creates the pipelines of `keys` not made yet.
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn add_kernels(&mut self, keys: &[KernelKey]) -> Result<(), GpuError> {
-        super::context::block_on(self.add_kernels_async(keys))
-    }
-
-    /// [`add_kernels`](Self::add_kernels), awaited.
-    pub async fn add_kernels_async(&mut self, keys: &[KernelKey]) -> Result<(), GpuError> {
-        let scope = self.ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        for key in keys {
-            if !self.kernels.contains_key(key) {
-                self.kernels.insert(*key, create_kernel(&self.ctx.device, key));
-                self.counters.pipelines.fetch_add(1, Relaxed);
-            }
-        }
-        match scope.pop().await {
-            Some(e) => Err(GpuError::Backend(format!("creating the pipelines: {e}"))),
-            None => Ok(()),
-        }
     }
 
     /// Every op of `program` can be bound: a parameter split across bindings (larger than
@@ -131,6 +117,82 @@ impl Resources {
     }
 }
 
+/// The pipelines of `keys`, each made once, through `cache` where given. Natively they are
+/// made on all cores at once (shader translation and the driver's compilation are per
+/// pipeline), each thread within its own error scope (wgpu's scopes are per thread); on the
+/// web one after the other.
+pub async fn create_kernels(
+    ctx: &Context,
+    keys: &[KernelKey],
+    cache: Option<&wgpu::PipelineCache>,
+) -> Result<HashMap<KernelKey, Kernel>, GpuError> {
+    let mut unique: Vec<KernelKey> = keys.to_vec();
+    unique.sort();
+    unique.dedup();
+    let make = |key: &KernelKey| {
+        let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let kernel = create_kernel_cached(&ctx.device, key, cache);
+        (*key, kernel, scope)
+    };
+    #[cfg(not(target_arch = "wasm32"))]
+    let made: Vec<(KernelKey, Kernel, Option<wgpu::Error>)> = {
+        use rayon::prelude::*;
+        unique
+            .par_iter()
+            .map(|k| {
+                let (key, kernel, scope) = make(k);
+                (key, kernel, super::context::block_on(scope.pop()))
+            })
+            .collect()
+    };
+    #[cfg(target_arch = "wasm32")]
+    let made: Vec<(KernelKey, Kernel, Option<wgpu::Error>)> = {
+        let mut v = Vec::new();
+        for k in &unique {
+            let (key, kernel, scope) = make(k);
+            v.push((key, kernel, scope.pop().await));
+        }
+        v
+    };
+    let mut kernels = HashMap::new();
+    for (key, kernel, err) in made {
+        if let Some(e) = err {
+            return Err(GpuError::Backend(format!("creating the pipeline of {}: {e}", key.name())));
+        }
+        kernels.insert(key, kernel);
+    }
+    Ok(kernels)
+}
+
+/// What one chunk cost the CPU (and how long it waited for the device): `info --gpu-stats`
+/// and the bench report it. Times in microseconds (zero on the web, which has no clock here).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct ChunkCost {
+    /// Compute dispatches recorded (one per op that has work in this chunk).
+    pub dispatches: usize,
+    /// Bind groups made for this chunk: 0 when the pool's, made with it (once per tower, again
+    /// only when a larger chunk grows it), serve it.
+    pub bind_groups: usize,
+    /// The inputs, sequence table and every op's uniform block computed and written.
+    pub write_us: f64,
+    /// The compute pass and the readback copy recorded, the command buffer finished.
+    pub record_us: f64,
+    /// `queue.submit`.
+    pub submit_us: f64,
+    /// From the submit to the results mapped (the device's work and the readback).
+    pub wait_us: f64,
+}
+
+/// A start time (none on the web: `Instant::now` panics there).
+fn now() -> Option<std::time::Instant> {
+    (!cfg!(target_arch = "wasm32")).then(std::time::Instant::now)
+}
+
+/// Microseconds since `t`.
+fn us(t: Option<std::time::Instant>) -> f64 {
+    t.map_or(0.0, |t| t.elapsed().as_secs_f64() * 1e6)
+}
+
 /// A chunk's input.
 pub enum ChunkInput<'a> {
     /// CHW f32 pixels of the chunk's images.
@@ -150,6 +212,8 @@ pub struct Pool {
     uniforms: wgpu::Buffer,
     readback: wgpu::Buffer,
     bind_groups: Vec<wgpu::BindGroup>,
+    /// What the last chunk run on this pool cost.
+    pub last_cost: Mutex<Option<ChunkCost>>,
 }
 
 impl Pool {
@@ -182,7 +246,17 @@ impl Pool {
         let uniforms =
             res.buffer("clip-wgpu params", program.ops.len() as u64 * UNIFORM_STRIDE, U::UNIFORM | U::COPY_DST);
         let readback = res.buffer("clip-wgpu readback", readback_bytes, U::MAP_READ | U::COPY_DST);
-        let mut pool = Pool { tokens, seqs, acts, input, seqbuf, uniforms, readback, bind_groups: Vec::new() };
+        let mut pool = Pool {
+            tokens,
+            seqs,
+            acts,
+            input,
+            seqbuf,
+            uniforms,
+            readback,
+            bind_groups: Vec::new(),
+            last_cost: Mutex::new(None),
+        };
         pool.bind_groups =
             program.ops.iter().zip(keys).enumerate().map(|(i, (op, key))| pool.bind_group(res, i, op, key)).collect();
         pool
@@ -257,6 +331,8 @@ impl Pool {
         let seqs: &Seqs = chunk.seqs;
         let dev = &res.ctx.device;
         let queue = &res.ctx.queue;
+        let mut cost = ChunkCost::default();
+        let t = now();
         match input {
             ChunkInput::Pixels(px) => queue.write_buffer(&self.input, 0, bytemuck::cast_slice(px)),
             ChunkInput::Tokens(texts) => {
@@ -282,7 +358,9 @@ impl Pool {
             uni[o..o + p.len()].copy_from_slice(p);
         }
         queue.write_buffer(&self.uniforms, 0, &uni);
+        cost.write_us = us(t);
 
+        let t = now();
         let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("clip-wgpu batch") });
         {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
@@ -296,6 +374,7 @@ impl Pool {
                 pass.set_pipeline(&res.kernels[key].pipeline);
                 pass.set_bind_group(0, &self.bind_groups[i], &[]);
                 pass.dispatch_workgroups(d[0], d[1], d[2]);
+                cost.dispatches += 1;
             }
         }
         // The activations to read, back to back (16-byte aligned) in the readback buffer, or
@@ -324,8 +403,13 @@ impl Pool {
                 enc.copy_buffer_to_buffer(&self.acts[&a].0, 0, readback, off, bytes);
             }
         }
-        queue.submit([enc.finish()]);
+        let commands = enc.finish();
+        cost.record_us = us(t);
+        let t = now();
+        queue.submit([commands]);
+        cost.submit_us = us(t);
         res.counters.submits.fetch_add(1, Relaxed);
+        let t = now();
 
         let total = total.max(16);
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -338,6 +422,8 @@ impl Pool {
         #[cfg(not(target_arch = "wasm32"))]
         dev.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError::DeviceLost(e.to_string()))?;
         let mapped = rx.await;
+        cost.wait_us = us(t);
+        *self.last_cost.lock().unwrap_or_else(|e| e.into_inner()) = Some(cost);
         if let Some(e) = res.ctx.take_error() {
             return Err(e);
         }

@@ -99,32 +99,37 @@ impl WeightStore {
         let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let mut buffers = Vec::with_capacity(sizes.len());
         for (b, &size) in sizes.iter().enumerate() {
-            // One buffer's bytes at a time on the host.
-            let mut host = vec![0u8; align(size, 4) as usize];
-            for &(pi, start, len, s) in pieces.iter().filter(|p| p.3.buffer == b) {
-                let src = &params.list[pi].data[start..start + len];
-                let dst = &mut host[s.offset as usize..];
-                match dt {
-                    Dt::F32 => {
-                        let bytes: &[u8] = bytemuck::cast_slice(src);
-                        dst[..bytes.len()].copy_from_slice(bytes);
-                    }
-                    Dt::F16 => {
-                        for (i, &v) in src.iter().enumerate() {
-                            dst[2 * i..2 * i + 2].copy_from_slice(&half::f16::from_f32(v).to_le_bytes());
+            // Each parameter is written straight into the buffer's mapping (f16: converted
+            // through a small scratch block): no copy of the whole buffer on the host. The
+            // mapping is write-only (wgpu's `WriteOnly`: it may be write-combining memory).
+            let buf = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(&format!("clip-wgpu weights {b}")),
+                size: align(size, 4),
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: true,
+            });
+            {
+                let mut view = buf
+                    .get_mapped_range_mut(..)
+                    .map_err(|e| GpuError::Backend(format!("mapping a weight buffer: {e}")))?;
+                let mut scratch: Vec<u8> = Vec::new();
+                for &(pi, start, len, s) in pieces.iter().filter(|p| p.3.buffer == b) {
+                    let src = &params.list[pi].data[start..start + len];
+                    let at = s.offset as usize;
+                    match dt {
+                        Dt::F32 => view.slice(at..at + 4 * len).copy_from_slice(bytemuck::cast_slice(src)),
+                        Dt::F16 => {
+                            const BLOCK: usize = 1 << 15;
+                            for (i, part) in src.chunks(BLOCK).enumerate() {
+                                scratch.clear();
+                                scratch.extend(part.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()));
+                                let o = at + 2 * i * BLOCK;
+                                view.slice(o..o + scratch.len()).copy_from_slice(&scratch);
+                            }
                         }
                     }
                 }
             }
-            let buf = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(&format!("clip-wgpu weights {b}")),
-                size: host.len() as u64,
-                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: true,
-            });
-            buf.get_mapped_range_mut(..)
-                .map_err(|e| GpuError::Backend(format!("mapping a weight buffer: {e}")))?
-                .copy_from_slice(&host);
             buf.unmap();
             buffers.push(buf);
         }
