@@ -188,6 +188,14 @@ fn the_tuner_cache_stale_keys_are_retuned_and_valid_ones_used() {
     assert!(!again.written);
     assert_eq!(again.policy.table, Some((tuned.clone(), Reason::Cached)));
 
+    // --force measures these buckets again and keeps the file's other rows.
+    let mut extra = tiles::read_cache(&path);
+    extra.adapters[0].table.set(entry(p, 8, 8, 16, Tile::REG64));
+    std::fs::write(&path, serde_json::to_vec(&extra).unwrap()).unwrap();
+    let forced = tune::ensure(&ctx, p, &SHAPES, Some(&path), true, &quick(), &mut |_| {}).unwrap();
+    assert_eq!(forced.measured, 2);
+    assert_eq!(tiles::read_cache(&path).adapters[0].table.entries.len(), 3, "the other bucket's row is kept");
+
     // Another driver version: stale again.
     let mut f = tiles::read_cache(&path);
     f.adapters[0].key.driver_info.push_str(" (older)");

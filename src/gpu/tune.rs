@@ -190,13 +190,15 @@ pub fn ensure(
     progress: &mut dyn FnMut(&Entry),
 ) -> Result<Tuned, GpuError> {
     let key = AdapterKey::of(&ctx.report);
-    let cached = if force { None } else { cache.and_then(|p| cached_table(p, &key)) };
+    // with `force` the cached rows of other buckets are kept (another tower's, say) and only
+    // these buckets are measured again
+    let cached = cache.and_then(|p| cached_table(p, &key));
     let mut table = cached.clone().unwrap_or_default();
     let mut measured = 0;
     let mut seen = std::collections::BTreeSet::new();
     for &(n, k, m) in shapes {
         let b = Bucket::of(precision, n, k, m);
-        if !seen.insert(b) || table.entries.iter().any(|e| e.bucket == b) {
+        if !seen.insert(b) || (!force && table.entries.iter().any(|e| e.bucket == b)) {
             continue;
         }
         let e = tune_bucket(ctx, precision, (n, k, m), opts)?;
