@@ -135,7 +135,13 @@ fn matmuls(c: &mut Criterion) {
                     ("text_fc2", TEXT_TOKENS * b, 2048, 512, None, true),
                 ];
                 for (name, m, k, n, act, accumulate) in shapes {
-                    let key = MatmulKey { x: t, w: t, y: t, epi: Epilogue { bias: true, act, accumulate } };
+                    let key = MatmulKey {
+                        x: t,
+                        w: t,
+                        y: t,
+                        epi: Epilogue { bias: true, act, accumulate },
+                        tile: matmul::Tile::REG32,
+                    };
                     let s = t.size();
                     // x, w, bias, y
                     let l = Launch::new(

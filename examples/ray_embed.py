@@ -100,11 +100,15 @@ def main(argv=None):
     p.add_argument("--concurrency", type=int, default=2, help="actors, each with one Clip")
     p.add_argument("--num-gpus", type=float, default=0, help="GPUs per actor (0: none)")
     p.add_argument("--num-cpus", type=float, default=1, help="CPUs Ray reserves per actor")
-    p.add_argument("--threads", type=int, default=0, help="engine threads per actor (0: one per core)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="engine threads per actor (default: --num-cpus, the CPUs Ray reserves for it, so N actors "
+                        "on a node do not oversubscribe its cores; 0: one per core)")
     p.add_argument("--shards-per-batch", type=int, default=1, help="shards an actor embeds per call")
     p.add_argument("--stats", default=None, help="a directory where each actor writes its peak memory")
     p.add_argument("--address", default=None, help="a Ray cluster (default: $RAY_ADDRESS, else a local instance)")
     a = p.parse_args(argv)
+    if a.threads is None:
+        a.threads = max(1, int(a.num_cpus))
 
     import ray
 

@@ -5,9 +5,10 @@
 #
 #     DIR/check.sh OUT [--quick]
 #
-# writes OUT/summary.json (keys: adapter, gemm, validate, towers, startup_s, steps, quick) and
-# the raw logs: info.txt, selfcheck.txt, gemm.txt, validate.txt, towers.txt, startup.txt,
-# check.log (8 files: what the device tool brings back). `--quick` (CI, on lavapipe or any
+# writes OUT/summary.json (keys: adapter, gemm, validate, towers, tune, startup_s, steps, quick)
+# and the raw logs: info.txt, selfcheck.txt, gemm.txt, validate.txt, tune.txt, towers.txt,
+# startup.txt, check.log, plus gpu-tune.json (the matmul tile table `clip-wgpu tune` measured
+# and cached there: 10 files, what the device tool brings back). `--quick` (CI, on lavapipe or any
 # adapter found) runs every step on small shapes and the tiny test model, so the full run cannot
 # fail for a reason that shows on lavapipe. Steps are bounded by `timeout`; a failed step is
 # recorded in summary.json's `steps` and the others still run. Exit status: 0 when every step
@@ -141,6 +142,17 @@ for mm in plain auto; do
     CLIP_WGPU_GPU_MATMUL=$mm step "validate-$mm" 240 "$CLIP" validate --model "$MODEL" --batch-sizes $VALIDATE_BATCHES
     keep "validate-$mm" validate.txt
 done
+
+# --- 5b. the matmul tile autotuner: every tile candidate on every linear layer shape of both
+#         towers, the table printed (tune.txt) and cached (gpu-tune.json, its own file: the
+#         later steps run with the engine's default tiles)
+: > "$OUT/tune.txt"
+if [ $QUICK = 1 ]; then
+    step tune 240 "$CLIP" tune --model "$MODEL" --batch-sizes 1,7 --quick --force --cache "$OUT/gpu-tune.json"
+else
+    step tune 300 "$CLIP" tune --model "$MODEL" --batch-sizes 1,32,256 --force --cache "$OUT/gpu-tune.json"
+fi
+keep tune tune.txt
 
 # --- 6. both towers in f16, coop against plain; PyTorch fp16 (eager SDPA and torch.compile)
 #        in the same run as clip-wgpu on the image tower at batch 1 and 256 (torch.compile

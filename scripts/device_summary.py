@@ -5,7 +5,8 @@ Keys (read by scripts: keep them): `adapter` (the adapter that ran, from `info -
 `gemm` (one row per kernel and shape: m, k, n, kernel, median_ms, tflops), `validate` (one row
 per adapter, matmul path, precision, tower and batch: max_abs_err, min_cosine; plus the worst
 cosine), `towers` (the benchmark rows of both towers: engine, matmul path, precision, tower,
-batch, items_per_s, median_ms), `startup_s` ({cold, warm}: process start to first score
+batch, items_per_s, median_ms), `tune` (the matmul tile table `clip-wgpu tune` measured: per
+bucket precision, n, k, rows, timed_rows, the chosen tile and every candidate's ms), `startup_s` ({cold, warm}: process start to first score
 printed), `steps` (name, exit status, seconds), `quick`, `elapsed_s`, `passed`.
 Standard library only: it runs on the GPU machine's python3.
 """
@@ -108,6 +109,24 @@ def startup(out):
     return res
 
 
+def tune(out):
+    """The tile table `clip-wgpu tune` cached (gpu-tune.json): per bucket the chosen tile and
+    every candidate's milliseconds."""
+    try:
+        with open(os.path.join(out, "gpu-tune.json")) as f:
+            cache = json.load(f)
+    except (OSError, ValueError):
+        return []
+    rows = []
+    for a in cache.get("adapters", []):
+        for e in a.get("table", {}).get("entries", []):
+            rows.append({"adapter": a.get("key", {}).get("name"), "precision": e.get("precision"),
+                         "n": e.get("n"), "k": e.get("k"), "rows": e.get("rows"), "timed_rows": e.get("timed_rows"),
+                         "tile": e.get("tile"),
+                         "ms": {t.get("tile"): t.get("ms") for t in e.get("timings", [])}})
+    return rows
+
+
 def steps(out):
     rows = []
     for line in read(os.path.join(out, ".steps.tsv")).splitlines():
@@ -129,6 +148,7 @@ def main():
         "gemm": gemm(a.out),
         "validate": validate(a.out),
         "towers": towers(a.towers_dir),
+        "tune": tune(a.out),
         "startup_s": startup(a.out),
         "steps": st,
         "quick": a.quick == "1",

@@ -58,7 +58,8 @@ def main():
     p.add_argument("--images", type=int, default=2000)
     p.add_argument("--shards", type=int, default=20)
     p.add_argument("--concurrency", type=int, default=2)
-    p.add_argument("--threads", type=int, default=0, help="engine threads per actor (0: one per core)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="engine threads per actor (default: the example's, one per CPU Ray reserves; 0: one per core)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--work", default="/tmp/ray_vs_cli")
     a = p.parse_args()
@@ -84,7 +85,8 @@ def main():
         subprocess.run(["rm", "-rf", str(d)], check=True)
     r = subprocess.run(
         [sys.executable, str(ROOT / "examples/ray_embed.py"), "--shards", str(work / "shards"), "--output", str(ray_out)]
-        + ["--model", a.model, "--device", a.device, "--concurrency", str(a.concurrency), "--threads", str(a.threads)]
+        + ["--model", a.model, "--device", a.device, "--concurrency", str(a.concurrency)]
+        + ([] if a.threads is None else ["--threads", str(a.threads)])
         + ["--num-cpus", str(max(0.1, (os.cpu_count() or 2) / a.concurrency - 0.1)), "--stats", str(stats)]
         + ["--address", "local"],
         capture_output=True,

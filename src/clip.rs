@@ -227,6 +227,10 @@ pub struct ClipOptions {
     /// with `Device::Gpu`; a notice and the plain kernel with `Device::Auto`). Default: the
     /// environment variable `CLIP_WGPU_GPU_MATMUL` (auto|plain|coop) if set, else `Auto`.
     pub gpu_matmul: gpu::MatmulPath,
+    /// Tiles of the plain GPU matmul (see [`gpu::Tiles`]): `Auto` uses the table `clip-wgpu
+    /// tune` cached for the adapter, else the shipped default. Default: the environment
+    /// variable `CLIP_WGPU_GPU_TILES` (auto, a tile name or a table file) if set, else `Auto`.
+    pub gpu_tiles: gpu::Tiles,
     /// Embeddings kept in memory by content (image bytes, token ids); 0 turns the in-process
     /// cache off.
     pub cache_entries: usize,
@@ -254,6 +258,10 @@ impl Default for ClipOptions {
                 .ok()
                 .and_then(|v| gpu::MatmulPath::parse(&v))
                 .unwrap_or_default(),
+            gpu_tiles: gpu::Tiles::from_env().unwrap_or_else(|e| {
+                eprintln!("clip-wgpu: warning: {e}; using the tuned or default tiles");
+                gpu::Tiles::Auto
+            }),
             cache_entries: 16_384,
             cache_dir: None,
             notices: true,
@@ -731,7 +739,7 @@ fn open_gpu(
         return Err(GpuError::Unsupported(format!("{} has no SHADER_F16: use --precision f32", ctx.report.name)));
     }
     let with = |matmul| {
-        let o = gpu::GpuOptions { matmul, ..Default::default() };
+        let o = gpu::GpuOptions { matmul, tiles: opts.gpu_tiles.clone(), ..Default::default() };
         GpuEncoder::with_options(&ctx, &ck.config, &ck.weights, precision, o)
     };
     match with(opts.gpu_matmul) {

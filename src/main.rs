@@ -32,6 +32,7 @@ fn main() -> ExitCode {
         Command::Embed(a) => cli::embed(a),
         Command::Info(a) => cli::info(a),
         Command::Validate(a) => cli::validate(a),
+        Command::Tune(a) => cli::tune(a),
         #[cfg(feature = "server")]
         Command::Serve(a) => cli::serve(a),
     };

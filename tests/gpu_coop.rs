@@ -13,7 +13,7 @@ use common::reference::*;
 
 use std::process::Command;
 
-use clip_wgpu::gpu::matmul::MatmulKey;
+use clip_wgpu::gpu::matmul::{MatmulKey, Tile};
 use clip_wgpu::gpu::matmul_coop::{self, CoopKey};
 use clip_wgpu::gpu::selfcheck::{check_matmul, SELF_CHECK_SHAPE};
 use clip_wgpu::gpu::{Context, Dt, GpuEncoder, GpuError, GpuOptions, KernelKey, MatmulPath, Precision};
@@ -102,7 +102,7 @@ fn self_check_passes_a_right_kernel_and_catches_a_wrong_one() {
     let (quick, gelu) = (Some(Activation::QuickGelu), Some(Activation::Gelu));
     for (y, act, accumulate) in [(Dt::F16, quick, false), (Dt::F16, None, true), (Dt::F32, gelu, false)] {
         let epi = Epilogue { bias: true, act, accumulate };
-        let key = KernelKey::Matmul(MatmulKey { x: Dt::F16, w: Dt::F16, y, epi });
+        let key = KernelKey::Matmul(MatmulKey { x: Dt::F16, w: Dt::F16, y, epi, tile: Tile::REG32 });
         let err = check_matmul(&ctx, &key, epi, SELF_CHECK_SHAPE).unwrap();
         eprintln!("self-check harness, {}: max relative error {err:.2e}", key.name());
         assert!(err < 5e-3);
@@ -120,7 +120,7 @@ fn self_check_passes_a_right_kernel_and_catches_a_wrong_one() {
         let e = check_matmul(&ctx, &key, epi, SELF_CHECK_SHAPE).unwrap_err();
         eprintln!("coop kernel where it cannot run: {e}");
         // The device is still usable afterwards.
-        let key = KernelKey::Matmul(MatmulKey { x: Dt::F16, w: Dt::F16, y: Dt::F16, epi });
+        let key = KernelKey::Matmul(MatmulKey { x: Dt::F16, w: Dt::F16, y: Dt::F16, epi, tile: Tile::REG32 });
         check_matmul(&ctx, &key, epi, (33, 40, 64)).unwrap();
     }
 }
@@ -187,7 +187,7 @@ fn gemm_timing() {
     let (m, k, n) = (d[0], d[1], d[2]);
     let runs: usize = std::env::var("CLIP_WGPU_GEMM_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
     let epi = Epilogue { bias: true, act: Some(Activation::QuickGelu), accumulate: false };
-    let mut keys = vec![KernelKey::Matmul(MatmulKey { x: Dt::F16, w: Dt::F16, y: Dt::F16, epi })];
+    let mut keys = vec![KernelKey::Matmul(MatmulKey { x: Dt::F16, w: Dt::F16, y: Dt::F16, epi, tile: Tile::REG32 })];
     if ctx.has_coop() && matmul_coop::unavailable(&ctx.report).is_none() {
         keys.push(KernelKey::MatmulCoop(CoopKey { y: Dt::F16, epi }));
     } else {

@@ -15,7 +15,11 @@
 //! Tolerance: |gpu − cpu| ≤ tol·(1 + |cpu|) with tol 1e-5 for f32 outputs (measured ≤ 2.5e-6,
 //! the patch embedding's 3072-term sums) and 1e-3 for f16 ones (measured ≤ 3.2e-4: half an f16
 //! ulp is 2.4e-4 relative); whole towers: max abs 1e-5 (f32) and 2e-3 (f16), as tests/gpu.rs.
-//! About 25 s on lavapipe (2 shared cores; the build not counted). Without a Vulkan adapter the tests say so and pass;
+//! Every matmul tile candidate (`matmul::Tile::CANDIDATES`, register and workgroup-memory
+//! tiles) is a catalog variant with every epilogue, forced through `GpuOptions::tiles`; they
+//! also run on a product of several workgroups each way with ragged edges and a K that is no
+//! multiple of the staged K steps. About 55 s on lavapipe (2 shared cores, 190 variants; the
+//! build not counted). Without a Vulkan adapter the tests say so and pass;
 //! CLIP_WGPU_REQUIRE_GPU=1 (CI) makes that a failure.
 
 mod common;
@@ -25,12 +29,12 @@ use common::reference::*;
 use clip_wgpu::cpu::{self, Prepared};
 use clip_wgpu::gpu::embed::EmbedKey;
 use clip_wgpu::gpu::executor::run_program;
-use clip_wgpu::gpu::matmul::MatmulKey;
+use clip_wgpu::gpu::matmul::{MatmulKey, Tile};
 use clip_wgpu::gpu::norm::NormKey;
 use clip_wgpu::gpu::patch::PatchKey;
 use clip_wgpu::gpu::shader::{self, KernelKey};
 use clip_wgpu::gpu::weights::WeightStore;
-use clip_wgpu::gpu::{Context, Dt, GpuEncoder, GpuError, GpuOptions, Precision};
+use clip_wgpu::gpu::{Context, Dt, GpuEncoder, GpuError, GpuOptions, Precision, Tiles};
 use clip_wgpu::model::{
     self, Act, ClipConfig, Input, LayerNormW, LinearW, LoadOptions, Op, Params, PoolAt, Program, Rows, Tower,
 };
@@ -123,23 +127,10 @@ fn case(key: &KernelKey, rng: &mut Rng) -> Option<Case> {
     };
     let (precision, prog, init, out, texts_in, pixels) = match *key {
         KernelKey::MatmulCoop(_) => return None,
-        KernelKey::Matmul(MatmulKey { x, w, y: _, epi }) => {
+        KernelKey::Matmul(MatmulKey { x, w, y: _, epi, tile }) => {
             let (p, rows) = rows_of(w, x);
-            let (k, n) = (72, 38);
-            let weight = params.push("w", vec![n, k], stored(rng.vec(n * k, 0.3), w));
-            let bias = epi.bias.then(|| params.push("b", vec![n], stored(rng.vec(n, 0.5), w)));
-            let lin = LinearW { weight, bias, n_in: k, n_out: n };
-            let m = match rows {
-                Rows::Tokens => LENS.iter().sum(),
-                Rows::Seqs => LENS.len(),
-            };
-            let dt = if rows == Rows::Tokens { p.tokens() } else { Dt::F32 };
-            let mut init = vec![(Act::H, stored(rng.vec(m * k, 1.0), dt))];
-            if epi.accumulate {
-                init.push((Act::Mlp, stored(rng.vec(m * n, 1.0), dt)));
-            }
-            let op = Op::Linear { x: Act::H, lin, act: epi.act, accumulate: epi.accumulate, out: Act::Mlp };
-            let prog = program(vec![op], vec![(Act::H, k, rows), (Act::Mlp, n, rows)]);
+            opts.tiles = Tiles::Force(tile);
+            let (prog, init) = matmul_case(&mut params, p, rows, epi, &LENS, (38, 72), rng);
             (p, prog, init, Act::Mlp, tiny_text, vec![])
         }
         KernelKey::Patch(PatchKey { w, vec4, .. }) => {
@@ -211,6 +202,34 @@ fn case(key: &KernelKey, rng: &mut Rng) -> Option<Case> {
         }
     };
     Some(Case { label: key.name(), cfg, params, program: prog, precision, pixels, texts: texts_in, init, out, opts })
+}
+
+/// A one-linear-layer program: `n × k` weights in the storage type of `p`, X of `rows` (the
+/// token rows of `lens`, or one row per sequence) and, with `accumulate`, an old Y.
+fn matmul_case(
+    params: &mut Params,
+    p: Precision,
+    rows: Rows,
+    epi: model::Epilogue,
+    lens: &[usize],
+    (n, k): (usize, usize),
+    rng: &mut Rng,
+) -> (Program, Vec<(Act, Vec<f32>)>) {
+    let w = p.weights();
+    let weight = params.push("w", vec![n, k], stored(rng.vec(n * k, 0.3), w));
+    let bias = epi.bias.then(|| params.push("b", vec![n], stored(rng.vec(n, 0.5), w)));
+    let lin = LinearW { weight, bias, n_in: k, n_out: n };
+    let m = match rows {
+        Rows::Tokens => lens.iter().sum(),
+        Rows::Seqs => lens.len(),
+    };
+    let dt = if rows == Rows::Tokens { p.tokens() } else { Dt::F32 };
+    let mut init = vec![(Act::H, stored(rng.vec(m * k, 1.0), dt))];
+    if epi.accumulate {
+        init.push((Act::Mlp, stored(rng.vec(m * n, 1.0), dt)));
+    }
+    let op = Op::Linear { x: Act::H, lin, act: epi.act, accumulate: epi.accumulate, out: Act::Mlp };
+    (program(vec![op], vec![(Act::H, k, rows), (Act::Mlp, n, rows)]), init)
 }
 
 /// A patch-embedding program: `images` images of `image`² pixels, patches of `patch`², width 32.
@@ -319,6 +338,45 @@ fn every_catalog_variant_matches_the_cpu_op() {
         assert!(skipped.is_empty(), "CI's adapter must run every variant: {skipped:?}");
     }
     assert!(ran + coop + skipped.len() == catalog.len() && ran > 0);
+}
+
+/// Every matmul tile candidate on a product of several workgroups in both directions, ragged
+/// at every edge (281 rows, 200 columns: not multiples of any block) and with K = 136, not a
+/// multiple of the staged kernels' K steps (16, 32: the last slice is staged with zeros):
+/// against the CPU op, at both precisions, with the full epilogue.
+#[test]
+fn every_tile_on_ragged_multi_block_shapes() {
+    let Some(ctx) = vulkan() else { return };
+    let mut rng = Rng(0x6a09_e667_f3bc_c908);
+    let lens = [77, 77, 77, 50];
+    for p in [Precision::F32, Precision::F16] {
+        if p == Precision::F16 && !ctx.has_f16() {
+            continue;
+        }
+        for tile in Tile::CANDIDATES {
+            let epi = model::Epilogue { bias: true, act: Some(model::Activation::QuickGelu), accumulate: true };
+            let mut params = Params::default();
+            let (prog, init) = matmul_case(&mut params, p, Rows::Tokens, epi, &lens, (200, 136), &mut rng);
+            let c = Case {
+                label: format!("{tile} {p} 281×200×136"),
+                cfg: base_cfg(),
+                params,
+                program: prog,
+                precision: p,
+                pixels: vec![],
+                texts: texts(&lens, 1000, &mut rng),
+                init,
+                out: Act::Mlp,
+                opts: GpuOptions { tiles: Tiles::Force(tile), ..Default::default() },
+            };
+            let (err, keys) = run(&ctx, &c).unwrap_or_else(|e| panic!("{}: {e}", c.label));
+            let t = p.tokens();
+            assert_eq!(keys, vec![KernelKey::Matmul(MatmulKey { x: t, w: p.weights(), y: t, epi, tile })]);
+            let d = tile.dispatch(281, 200);
+            assert!(d[0] >= 2 && d[1] >= 3, "{tile}: {d:?} workgroups: more than one each way");
+            eprintln!("{}: {:?} workgroups, max relative error {err:.1e}", c.label, d);
+        }
+    }
 }
 
 /// The patch embedding at the CLIP family's patch and image sizes (and an odd patch size):

@@ -40,6 +40,7 @@ pub fn info(a: InfoArgs) -> Result<ExitCode, clip_wgpu::Error> {
     let auto = adapters.iter().find(|r| r.device_type != "Cpu" && r.backend != "gl");
     let mut cpu_auto = None;
     let mut gpu_stats = None;
+    let mut programs = None;
     let model = match &a.model {
         Some(p) => {
             let ck = clip_wgpu::model::load(p, &Default::default())?;
@@ -53,6 +54,7 @@ pub fn info(a: InfoArgs) -> Result<ExitCode, clip_wgpu::Error> {
                 clip_wgpu::model::Program::new(clip_wgpu::model::Tower::Text, &ck.config, &ck.weights),
             );
             cpu_auto = Some(clip_wgpu::cpu::auto::choose(&ck.weights.params, &ck.config, &v, &t));
+            programs = Some((v, t));
             Some(json!({
                 "checkpoint": ck.path.display().to_string(),
                 "layout": ck.layout,
@@ -69,8 +71,20 @@ pub fn info(a: InfoArgs) -> Result<ExitCode, clip_wgpu::Error> {
         .collect();
     let cpu = json!({"threads": rayon::current_num_threads(), "precision": "f32", "gemm": "gemm crate (runtime AVX-512/AVX2/NEON dispatch)",
         "cpu": clip_wgpu::cpu::auto::cpu_identity(), "isa": isa, "kernels": kernels, "auto": cpu_auto});
+    // the plain matmul's tile per bucket on each adapter at its default precision
+    let tiles_setting = clip_wgpu::gpu::Tiles::from_env().map_err(clip_wgpu::Error::Invalid)?;
+    let tile_rows: Vec<Vec<TileRun>> = adapters
+        .iter()
+        .map(|r| match &programs {
+            Some((v, t)) => tile_runs(r, &tiles_setting, &[v, t]),
+            None => Vec::new(),
+        })
+        .collect();
     if a.json {
-        let v = json!({"adapters": adapters, "auto": auto.map(|r| r.index), "cpu": cpu, "model": model, "gpu_stats": gpu_stats});
+        let tiles: Vec<serde_json::Value> =
+            adapters.iter().zip(&tile_rows).map(|(r, t)| json!({"adapter": r.index, "matmul_tiles": t})).collect();
+        let v = json!({"adapters": adapters, "auto": auto.map(|r| r.index), "cpu": cpu, "model": model,
+            "tiles": tiles, "gpu_stats": gpu_stats});
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(ExitCode::SUCCESS);
     }
@@ -119,6 +133,20 @@ pub fn info(a: InfoArgs) -> Result<ExitCode, clip_wgpu::Error> {
         };
         println!("    would run: {path}, {ln}; {chosen}");
         println!("    matmul: {}", r.matmul_path);
+        let runs = &tile_rows[r.index.min(tile_rows.len().saturating_sub(1))];
+        if programs.is_none() {
+            println!("    matmul tiles: per layer shape and row bucket (give --model to see them)");
+        } else {
+            let policy = clip_wgpu::gpu::TilePolicy::resolve(r, r.default_precision, &tiles_setting);
+            let from = policy.cache.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "no cache file".into());
+            println!("    matmul tiles ({}, cache {from}):", r.default_precision);
+            for t in runs {
+                println!(
+                    "      {:<6} {:>10} rows {:>5}–{:<5} {} ({})",
+                    t.tower, t.shape, t.rows.0, t.rows.1, t.tile, t.reason
+                );
+            }
+        }
     }
     if let Some(m) = model {
         println!("model: {}", serde_json::to_string_pretty(&m).unwrap_or_default());
@@ -276,6 +304,50 @@ fn print_gpu_stats(g: &serde_json::Value) {
             x("first_batch_ms")
         );
     }
+}
+
+/// Consecutive row buckets of one layer shape that run the same tile for the same reason.
+#[derive(serde::Serialize)]
+struct TileRun {
+    tower: String,
+    shape: String,
+    /// First and last row bucket.
+    rows: (usize, usize),
+    tile: String,
+    reason: clip_wgpu::gpu::Reason,
+}
+
+fn tile_runs(
+    r: &clip_wgpu::gpu::AdapterReport,
+    setting: &clip_wgpu::gpu::Tiles,
+    programs: &[&clip_wgpu::model::Program],
+) -> Vec<TileRun> {
+    use clip_wgpu::gpu::tiles;
+    let policy = clip_wgpu::gpu::TilePolicy::resolve(r, r.default_precision, setting);
+    let mut out: Vec<TileRun> = Vec::new();
+    for p in programs {
+        let tower = format!("{:?}", p.tower).to_lowercase();
+        for (n, k) in tiles::linear_shapes(p) {
+            let shape = format!("{n}x{k}");
+            for rows in tiles::row_buckets(256 * 77) {
+                let c = policy.choose(n, k, rows);
+                let tile = c.tile.name();
+                match out.last_mut() {
+                    Some(l) if l.tower == tower && l.shape == shape && l.tile == tile && l.reason == c.reason => {
+                        l.rows.1 = rows
+                    }
+                    _ => out.push(TileRun {
+                        tower: tower.clone(),
+                        shape: shape.clone(),
+                        rows: (rows, rows),
+                        tile,
+                        reason: c.reason,
+                    }),
+                }
+            }
+        }
+    }
+    out
 }
 
 fn yes(b: bool) -> &'static str {

@@ -9,6 +9,7 @@ pub mod output;
 mod score;
 #[cfg(feature = "server")]
 mod serve;
+mod tune;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -17,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Args, Parser, Subcommand};
 
-use clip_wgpu::gpu::MatmulPath;
+use clip_wgpu::gpu::{MatmulPath, Tiles};
 use clip_wgpu::model::Activation;
 use clip_wgpu::preprocess::{Limits, Variant};
 use clip_wgpu::{Backend, Clip, ClipOptions, Device, PrecisionChoice};
@@ -28,6 +29,7 @@ pub use info::{info, validate, InfoArgs, ValidateArgs};
 pub use score::{score, ScoreArgs};
 #[cfg(feature = "server")]
 pub use serve::{serve, ServeArgs};
+pub use tune::{tune, TuneArgs};
 
 #[derive(Parser)]
 #[command(
@@ -60,6 +62,9 @@ pub enum Command {
     /// /metrics, with the items of concurrent requests merged into true batches.
     #[cfg(feature = "server")]
     Serve(ServeArgs),
+    /// Time the GPU matmul's tile candidates for a model's layer shapes on this adapter and
+    /// cache the fastest per shape bucket (read by every later run; `info` shows the choice).
+    Tune(TuneArgs),
 }
 
 #[derive(Args, Clone)]
@@ -124,6 +129,13 @@ pub struct ModelArgs {
     /// notice and the plain kernel with --device auto). `clip-wgpu info` says which runs.
     #[arg(long, value_enum, env = "CLIP_WGPU_GPU_MATMUL", default_value_t = MatmulPath::Auto)]
     pub gpu_matmul: MatmulPath,
+    /// Tiles of the plain GPU matmul: `auto` (the table `clip-wgpu tune` cached for this
+    /// adapter, driver and kernels, else the shipped default), a tile for every layer
+    /// (reg32x32, reg64x64, wg64x64k16, wg64x64k32, wg64x64k16db, wg128x64k16), or a JSON
+    /// table file (the cache file's `table` layout). `clip-wgpu info --model M` shows each
+    /// bucket's tile and why.
+    #[arg(long, env = "CLIP_WGPU_GPU_TILES", default_value = "auto", value_parser = Tiles::parse, value_name = "auto|TILE|FILE")]
+    pub gpu_tiles: Tiles,
 }
 
 fn parse_batch_size(s: &str) -> Result<usize, String> {
@@ -265,6 +277,7 @@ pub fn load(m: &ModelArgs, quiet: bool) -> Result<Clip, clip_wgpu::Error> {
         backend: m.backend,
         precision: m.precision,
         gpu_matmul: m.gpu_matmul,
+        gpu_tiles: m.gpu_tiles.clone(),
         limits: Limits { max_pixels: m.max_pixels, max_file_bytes: m.max_file_size },
         cache_entries: m.cache_entries,
         cache_dir: m.cache_dir.clone(),

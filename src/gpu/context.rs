@@ -25,6 +25,8 @@ impl AdapterReport {
         let mut r = AdapterReport {
             index,
             name: info.name.clone(),
+            vendor: info.vendor,
+            device: info.device,
             backend: backend_name(info.backend).to_string(),
             device_type: format!("{:?}", info.device_type),
             driver: info.driver.clone(),

@@ -6,6 +6,9 @@
 //!
 //! * Pipelines are created once, in [`GpuEncoder::with_options`], for every kernel variant the
 //!   two programs use; weights are uploaded once ([`WeightStore`]).
+//! * The linear layers' tiles depend on the chunk's row bucket ([`TilePolicy`]): each tower has
+//!   one plan per distinct choice, all made at build; a chunk runs its bucket's plan. The
+//!   variants of one family share their bindings, so the pool's bind groups serve every plan.
 //! * Activations live in a per-tower [`Pool`], sized for the largest chunk seen and grown only
 //!   when a larger one comes; the bind groups of all ops are made with the pool.
 //! * A batch is cut into chunks that fit the pool limits; each chunk is one command encoder,
@@ -17,10 +20,11 @@ use super::context::Context;
 use super::family::Chunk;
 use super::matmul_coop::MatmulPath;
 use super::pipeline_cache::{CacheReport, PipelineCache};
-use super::plan::{act_dt, plan_kernels_with};
+use super::plan::{act_dt, plan_kernels_tiled};
 use super::pool::{create_kernels, ChunkCost, ChunkInput, Pool, Resources};
 use super::selfcheck::choose_matmul;
 use super::shader::KernelKey;
+use super::tiles::{bucket_rows, row_buckets, Choice, TilePolicy, Tiles};
 use super::types::{GpuError, Precision};
 use super::weights::WeightStore;
 #[cfg(not(target_arch = "wasm32"))]
@@ -46,6 +50,9 @@ pub struct GpuOptions {
     /// [`pipeline_cache::default_dir`](super::pipeline_cache::default_dir):
     /// `$CLIP_WGPU_PIPELINE_CACHE`, else `~/.cache/clip-wgpu`.
     pub pipeline_cache: Option<std::path::PathBuf>,
+    /// The plain matmul's tiles: the cached tuner table or the shipped default, or forced
+    /// (see [`Tiles`]).
+    pub tiles: Tiles,
 }
 
 impl Default for GpuOptions {
@@ -57,6 +64,7 @@ impl Default for GpuOptions {
             matmul: MatmulPath::Auto,
             max_binding: None,
             pipeline_cache: super::pipeline_cache::default_dir(),
+            tiles: Tiles::Auto,
         }
     }
 }
@@ -76,8 +84,19 @@ const MAX_ROWS: usize = 65535;
 
 struct TowerExec {
     program: Program,
+    /// The plan of the largest row bucket (the pool's bind groups are made with it).
     keys: Vec<KernelKey>,
+    /// `(largest row bucket, plan)`, ascending: a chunk of `r` token rows runs the first plan
+    /// whose bucket holds `bucket_rows(r)`.
+    plans: Vec<(usize, Vec<KernelKey>)>,
     pool: Mutex<Option<Pool>>,
+}
+
+impl TowerExec {
+    fn keys_for(&self, rows: usize) -> &[KernelKey] {
+        let b = bucket_rows(rows);
+        self.plans.iter().find(|(top, _)| *top >= b).map_or(&self.keys, |(_, k)| k)
+    }
 }
 
 /// A model on one device: weights uploaded, pipelines created; [`encode`](Self::encode)
@@ -93,6 +112,8 @@ pub struct GpuEncoder {
     coop: bool,
     /// Why the plain kernel runs (`None` when the coop one does).
     plain_reason: Option<String>,
+    /// The plain matmul's tile per bucket.
+    tiles: TilePolicy,
 }
 
 /// What the kernels need of the model's shape: the vec4 kernels need widths that are
@@ -195,15 +216,38 @@ impl GpuEncoder {
         }
         let subgroup = ctx.has_subgroup() && opts.subgroups;
         let (coop, plain_reason) = choose_matmul(ctx, precision, opts.matmul)?;
+        let tiles = TilePolicy::resolve(&ctx.report, precision, &opts.tiles);
+        let max_rows = opts.max_tokens.min(MAX_ROWS);
         let make = |tower| {
             let program = Program::new(tower, cfg, weights);
-            let keys = plan_kernels_with(&program, precision, subgroup, coop);
-            TowerExec { program, keys, pool: Mutex::new(None) }
+            let plans = plans(&program, precision, subgroup, coop, &tiles, max_rows);
+            let keys = plans.last().map(|p| p.1.clone()).unwrap_or_default();
+            TowerExec { program, keys, plans, pool: Mutex::new(None) }
         };
         let (vision, text) = (make(Tower::Vision), make(Tower::Text));
-        let towers = [(&vision.program, &vision.keys[..]), (&text.program, &text.keys[..])];
+        let towers: Vec<(&Program, &[KernelKey])> =
+            [&vision, &text].into_iter().flat_map(|t| t.plans.iter().map(move |(_, k)| (&t.program, &k[..]))).collect();
         let res = resources(ctx, &weights.params, precision, &opts, &towers).await?;
-        Ok(GpuEncoder { res, precision, cfg: cfg.clone(), opts, vision, text, coop, plain_reason })
+        Ok(GpuEncoder { res, precision, cfg: cfg.clone(), opts, vision, text, coop, plain_reason, tiles })
+    }
+
+    /// The tile policy of the plain matmul (which tile each bucket runs, and why).
+    pub fn tiles(&self) -> &TilePolicy {
+        &self.tiles
+    }
+
+    /// The tile of every linear layer shape of a tower at each row bucket up to its chunk
+    /// limit: `(n_out, n_in, row bucket, choice)` (the coop kernel, where it runs, overrides
+    /// these on f16 token rows).
+    pub fn tile_choices(&self, tower: Tower) -> Vec<(usize, usize, usize, Choice)> {
+        let (max_tokens, _) = self.chunk_limits(tower);
+        let mut v = Vec::new();
+        for (n, k) in super::tiles::linear_shapes(self.program(tower)) {
+            for rows in row_buckets(max_tokens) {
+                v.push((n, k, rows, self.tiles.choose(n, k, rows)));
+            }
+        }
+        v
     }
 
     /// The linear layers run on cooperative matrices (tensor cores).
@@ -231,7 +275,8 @@ impl GpuEncoder {
     pub fn program(&self, tower: Tower) -> &Program {
         &self.tower(tower).program
     }
-    /// The kernel variant of each op of a tower's program.
+    /// The kernel variant of each op of a tower's program, for chunks of the largest row
+    /// bucket.
     pub fn kernels(&self, tower: Tower) -> &[KernelKey] {
         &self.tower(tower).keys
     }
@@ -240,6 +285,11 @@ impl GpuEncoder {
     /// disabled, or the backend keeps none).
     pub fn pipeline_cache(&self) -> Option<&CacheReport> {
         self.res.pipeline_cache.as_ref()
+    }
+
+    /// The kernel variant of each op of a tower's program for a chunk of `rows` token rows.
+    pub fn kernels_for(&self, tower: Tower, rows: usize) -> &[KernelKey] {
+        self.tower(tower).keys_for(rows)
     }
 
     pub fn stats(&self) -> GpuStats {
@@ -415,7 +465,7 @@ impl GpuEncoder {
         let part_rows = |id: crate::model::ParamId| self.res.weights.part_rows[id.0];
         let chunk = Chunk { program: &te.program, seqs, vision: &self.cfg.vision, part_rows: &part_rows };
         let result = pool
-            .run_async(&self.res, &te.keys, &chunk, input, &[], &[te.program.output])
+            .run_async(&self.res, te.keys_for(seqs.tokens()), &chunk, input, &[], &[te.program.output])
             .await
             .map(|mut v| v.pop().unwrap_or_default());
         if let Some(c) = pool.last_cost.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
@@ -446,6 +496,27 @@ impl GpuEncoder {
     }
 }
 
+/// One plan per distinct tile choice over the row buckets up to `max_rows`:
+/// `(largest bucket, plan)`, ascending.
+fn plans(
+    program: &Program,
+    precision: Precision,
+    subgroup: bool,
+    coop: bool,
+    tiles: &TilePolicy,
+    max_rows: usize,
+) -> Vec<(usize, Vec<KernelKey>)> {
+    let mut out: Vec<(usize, Vec<KernelKey>)> = Vec::new();
+    for rows in row_buckets(max_rows) {
+        let keys = plan_kernels_tiled(program, precision, subgroup, coop, &|op| tiles.tile_of(program, op, rows));
+        match out.last_mut() {
+            Some((top, k)) if *k == keys => *top = rows,
+            _ => out.push((rows, keys)),
+        }
+    }
+    out
+}
+
 /// Runs any `program` (a few ops built by a test, or a tower's) once on the GPU, on one
 /// chunk: the parameters uploaded, the kernels planned and created, the activations of `init`
 /// written first (f32, converted to their storage type); returns the activations of `read`
@@ -463,9 +534,11 @@ pub fn run_program(
     init: &[(Act, &[f32])],
     read: &[Act],
 ) -> Result<(Vec<KernelKey>, Vec<Vec<f32>>), GpuError> {
-    let keys = plan_kernels_with(program, precision, ctx.has_subgroup() && opts.subgroups, false);
-    let res = super::context::block_on(resources(ctx, params, precision, opts, &[(program, &keys[..])]))?;
     let seqs = Seqs::of(input, cfg);
+    let tiles = TilePolicy::resolve(&ctx.report, precision, &opts.tiles);
+    let tile = |op: &crate::model::Op| tiles.tile_of(program, op, seqs.tokens());
+    let keys = plan_kernels_tiled(program, precision, ctx.has_subgroup() && opts.subgroups, false, &tile);
+    let res = super::context::block_on(resources(ctx, params, precision, opts, &[(program, &keys[..])]))?;
     let (chunk_input, input_bytes) = match input {
         Input::Pixels { data, .. } => (ChunkInput::Pixels(data), data.len() as u64 * 4),
         Input::Tokens(t) => (ChunkInput::Tokens(t), seqs.tokens() as u64 * 8),

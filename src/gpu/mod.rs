@@ -13,6 +13,8 @@
 //!   the adapter has them), [`patch`] (the patch embedding), [`attention`], [`norm`]
 //!   (layernorm, L2), [`embed`] (token embedding, pooling).
 //! * [`shader`]: [`KernelKey`] (one variant of any family) and the catalog of all variants.
+//! * [`tiles`]: which tile configuration runs each linear layer, by shape bucket, and why
+//!   (forced, cached tuner table, shipped default); the tuner's cache file (no device).
 //! * [`plan`]: which variant runs each op (no device needed).
 //! * [`context`]: instance, adapter selection, device with the optional features that matter.
 //! * [`pipeline`]: pipelines and bind group layouts from a key.
@@ -22,6 +24,8 @@
 //! * [`pool`]: the encoder's buffers (activation pool, inputs, uniforms, readback), bind
 //!   groups and the recording of a chunk.
 //! * [`selfcheck`]: the tensor-core kernel's selection and self-check.
+//! * [`tune`]: the autotuner: times the tile candidates of each bucket on the device and
+//!   caches the fastest (`clip-wgpu tune`).
 //! * [`executor`]: [`GpuEncoder`], which walks a program chunk by chunk.
 
 pub mod attention;
@@ -39,6 +43,9 @@ pub mod plan;
 pub mod pool;
 pub mod selfcheck;
 pub mod shader;
+pub mod tiles;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod tune;
 pub mod types;
 pub mod weights;
 pub mod wgsl;
@@ -47,8 +54,10 @@ pub mod wgsl;
 pub use context::adapters;
 pub use context::{Context, ContextOptions};
 pub use executor::{GpuEncoder, GpuOptions, GpuStats};
+pub use matmul::Tile;
 pub use matmul_coop::MatmulPath;
-pub use plan::{plan_kernels, plan_kernels_with};
+pub use plan::{plan_kernels, plan_kernels_tiled, plan_kernels_with};
 pub use pool::ChunkCost;
 pub use shader::KernelKey;
+pub use tiles::{Reason, TilePolicy, Tiles};
 pub use types::{AdapterReport, Dt, GpuError, Precision};

@@ -3,7 +3,7 @@
 
 use super::attention::AttentionKey;
 use super::embed::EmbedKey;
-use super::matmul::MatmulKey;
+use super::matmul::{MatmulKey, Tile};
 use super::matmul_coop::{self, CoopKey};
 use super::norm::NormKey;
 use super::patch::{self, PatchKey};
@@ -29,6 +29,18 @@ pub fn plan_kernels(program: &Program, precision: Precision, subgroup: bool) -> 
 /// of 32 (all of CLIP's) run the cooperative-matrix matmul. Other linear layers (the f32
 /// pooled rows' projection) keep the plain kernel.
 pub fn plan_kernels_with(program: &Program, precision: Precision, subgroup: bool, coop: bool) -> Vec<KernelKey> {
+    plan_kernels_tiled(program, precision, subgroup, coop, &|_| Tile::REG32)
+}
+
+/// As [`plan_kernels_with`], the plain matmuls on the tile `tile` gives each op (the tile
+/// policy's choice for the chunk's row bucket, [`TilePolicy::tile_of`](super::tiles::TilePolicy::tile_of)).
+pub fn plan_kernels_tiled(
+    program: &Program,
+    precision: Precision,
+    subgroup: bool,
+    coop: bool,
+    tile: &dyn Fn(&Op) -> Tile,
+) -> Vec<KernelKey> {
     let w = precision.weights();
     let dt = |a: Act| act_dt(program, precision, a);
     let plan = |op: &Op| match *op {
@@ -46,9 +58,13 @@ pub fn plan_kernels_with(program: &Program, precision: Precision, subgroup: bool
         {
             KernelKey::MatmulCoop(CoopKey { y: dt(out), epi: op.epilogue().expect("linear") })
         }
-        Op::Linear { x, out, .. } => {
-            KernelKey::Matmul(MatmulKey { x: dt(x), w, y: dt(out), epi: op.epilogue().expect("linear") })
-        }
+        Op::Linear { x, out, .. } => KernelKey::Matmul(MatmulKey {
+            x: dt(x),
+            w,
+            y: dt(out),
+            epi: op.epilogue().expect("linear"),
+            tile: tile(op),
+        }),
         Op::Attention { qkv, out, head_dim, causal, .. } => {
             KernelKey::Attention(AttentionKey { qkv: dt(qkv), out: dt(out), hd4: (head_dim / 4) as u32, causal })
         }

@@ -6,7 +6,7 @@
 use super::attention::{self, AttentionKey};
 use super::embed::{self, EmbedKey};
 use super::family::{Chunk, Family, Res};
-use super::matmul::{self, MatmulKey};
+use super::matmul::{self, MatmulKey, Tile};
 use super::matmul_coop::{self, CoopKey};
 use super::norm::{self, NormKey};
 use super::patch::{self, PatchKey};
@@ -130,17 +130,20 @@ impl KernelKey {
 }
 
 /// Every variant the engine can use with the given head sizes: all storage-type
-/// combinations of both precisions, every epilogue, both subgroup settings, and every
+/// combinations of both precisions, every epilogue, every matmul tile candidate for token rows
+/// (the pooled rows' projection keeps the default tile), both subgroup settings, and every
 /// cooperative-matrix matmul variant.
 pub fn catalog(head_dims: &[usize]) -> Vec<KernelKey> {
     let mut v = Vec::new();
     for precision in [Precision::F32, Precision::F16] {
         let wt = precision.weights();
         let at = precision.tokens();
-        for (x, y) in [(at, at), (Dt::F32, Dt::F32)] {
-            for epi in Epilogue::all() {
-                v.push(KernelKey::Matmul(MatmulKey { x, w: wt, y, epi }));
+        for epi in Epilogue::all() {
+            for tile in Tile::CANDIDATES {
+                v.push(KernelKey::Matmul(MatmulKey { x: at, w: wt, y: at, epi, tile }));
             }
+            let tile = Tile::REG32;
+            v.push(KernelKey::Matmul(MatmulKey { x: Dt::F32, w: wt, y: Dt::F32, epi, tile }));
         }
         for vec4 in [false, true] {
             v.push(KernelKey::Patch(PatchKey { w: wt, y: at, vec4 }));

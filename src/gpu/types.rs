@@ -99,6 +99,9 @@ pub struct AdapterReport {
     /// Position in [`adapters`](super::context::adapters)'s list (what `--adapter N` selects).
     pub index: usize,
     pub name: String,
+    /// PCI vendor and device ids (as the driver reports them; 0 where it has none).
+    pub vendor: u32,
+    pub device: u32,
     pub backend: String,
     pub device_type: String,
     pub driver: String,
