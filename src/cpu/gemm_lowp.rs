@@ -2,7 +2,7 @@
 //! activations converted at each call (bf16: rounded to nearest even; int8: symmetric per-row
 //! scales, q ∈ [−127, 127]) and the products accumulated in f32 (bf16) or i32 (int8), exactly
 //! as the instructions define them. One packing, one conversion, one task split
-//! ([`tiles`](super::tiles)) and one epilogue for every engine; only the inner loops differ.
+//! (`cpu::tiles`) and one epilogue for every engine; only the inner loops differ.
 //!
 //! | engine | bf16 | int8 |
 //! |---|---|---|
