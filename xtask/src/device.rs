@@ -17,8 +17,9 @@ const BUDGET: u64 = 48 << 20;
 pub struct Pack {
     /// Output directory, inside the repository and ignored by git (e.g. `.device`).
     pub dir: PathBuf,
-    /// Build with the dev profile instead of release (CI's quick check on lavapipe reuses
-    /// the test build; the device runs the release build).
+    /// Build with the dev profile instead of release, resolving features as
+    /// `cargo test --workspace` does (CI's quick check on lavapipe then reuses the test build
+    /// as it is, compiling nothing; the device runs the release build).
     #[arg(long)]
     pub dev: bool,
 }
@@ -56,19 +57,22 @@ pub fn pack(a: &Pack, root: &Path) -> Result<()> {
         "device-pack: building clip-wgpu, xtask and the gpu_coop test ({})",
         if a.dev { "dev" } else { "release" }
     );
-    run(Command::new(&cargo).current_dir(&root).arg("build").args(profile_args).args([
-        "-p",
-        "clip-wgpu",
-        "--bin",
-        "clip-wgpu",
-        "-p",
-        "xtask",
-    ]))?;
+    // Which packages and targets decide the dependencies' features (cargo unifies them over
+    // what is selected): in dev mode, everything `cargo test --workspace` selects, so the test
+    // build is reused rather than half of it rebuilt with other features; in release, only
+    // what is carried.
+    let (build_sel, test_sel): (&[&str], &[&str]) = if a.dev {
+        (&["--workspace", "--all-targets"], &["--workspace"])
+    } else {
+        (&["-p", "clip-wgpu", "--bin", "clip-wgpu", "-p", "xtask"], &["-p", "clip-wgpu", "--test", "gpu_coop"])
+    };
+    run(Command::new(&cargo).current_dir(&root).arg("build").args(profile_args).args(build_sel))?;
     let out = Command::new(&cargo)
         .current_dir(&root)
         .arg("test")
         .args(profile_args)
-        .args(["-p", "clip-wgpu", "--test", "gpu_coop", "--no-run", "--message-format=json-render-diagnostics"])
+        .args(test_sel)
+        .args(["--no-run", "--message-format=json-render-diagnostics"])
         .stderr(std::process::Stdio::inherit())
         .output()
         .context("running cargo test --no-run")?;
