@@ -63,6 +63,8 @@ const OP_TYPE_RUNTIME_ARRAY: u32 = 29;
 const OP_TYPE_STRUCT: u32 = 30;
 const OP_TYPE_POINTER: u32 = 32;
 const OP_DECORATE: u32 = 71;
+const OP_CAPABILITY: u32 = 17;
+const CAPABILITY_SHADER: u32 = 1;
 const DECORATION_ARRAY_STRIDE: u32 = 6;
 /// Uniform, PushConstant, StorageBuffer, PhysicalStorageBuffer: the explicitly laid-out ones.
 const EXPLICIT_LAYOUT: [u32; 4] = [2, 9, 12, 5349];
@@ -180,6 +182,23 @@ fn every_variant_passes_spirv_val_for_vulkan_1_3() {
     };
     let version = Command::new(&val).arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
     eprintln!("validator: {}", version.unwrap_or_default().lines().next().unwrap_or("?"));
+    // The validator really validates: a module without its `OpCapability Shader` is refused.
+    let plain = shader::catalog(&[64]).into_iter().find(|k| !k.needs_coop()).expect("a plain variant");
+    let words = spirv_words(&plain);
+    let mut broken = words[..5].to_vec();
+    let mut i = 5;
+    for (op, ops) in instructions(&words) {
+        if !(op == OP_CAPABILITY && ops == [CAPABILITY_SHADER]) {
+            broken.extend_from_slice(&words[i..i + ops.len() + 1]);
+        }
+        i += ops.len() + 1;
+    }
+    assert!(broken.len() < words.len(), "{}: no OpCapability Shader", plain.name());
+    let probe = std::env::temp_dir().join(format!("clip-wgpu-spirv-probe-{}.spv", std::process::id()));
+    let refused = validate(&val, &broken, &probe);
+    let _ = std::fs::remove_file(&probe);
+    assert!(refused.is_err(), "{} accepted a module without OpCapability Shader", val.display());
+
     // Head sizes: tiny text (4), tiny vision (16), B/32 (64), L/14 text's 12 heads of 64,
     // and a 32-wide head.
     let keys = shader::catalog(&[4, 16, 32, 64]);
