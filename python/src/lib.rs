@@ -156,42 +156,16 @@ fn collect_items(items: &Bound<'_, PyAny>) -> PyResult<Items> {
 /// up in the Hugging Face cache), else `$CLIP_WGPU_MODEL`, else the default checkpoint in the
 /// Hugging Face cache. Nothing is downloaded.
 fn resolve_model(model: Option<PathBuf>) -> Result<PathBuf, String> {
+    use clip_wgpu::model::hub::{self, Named};
     let arg = model.or_else(|| std::env::var_os("CLIP_WGPU_MODEL").filter(|v| !v.is_empty()).map(PathBuf::from));
-    let repo = match &arg {
-        Some(p) if p.exists() => return Ok(p.clone()),
-        Some(p) => {
-            let name = p.to_string_lossy().to_string();
-            match clip_wgpu::model::presets::find(&name) {
-                Some(preset) => preset.repo.to_string(),
-                None if name.matches('/').count() == 1
-                    && !name.starts_with(['.', '/'])
-                    && !name.ends_with(".safetensors") =>
-                {
-                    name
-                }
-                None => return Err(format!("model {name:?}: no such file or directory")),
-            }
-        }
-        None => clip_wgpu::model::presets::DEFAULT.repo.to_string(),
+    let repo = match hub::named(arg.as_deref()) {
+        Named::Path(p) => return Ok(p),
+        Named::Missing(p) => return Err(format!("model {:?}: no such file or directory", p.display().to_string())),
+        Named::Repo(repo) => repo,
     };
-    let hub = std::env::var_os("HF_HUB_CACHE").map(PathBuf::from).or_else(|| {
-        std::env::var_os("HF_HOME")
-            .map(|h| PathBuf::from(h).join("hub"))
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface/hub")))
-    });
-    let dir = hub.map(|h| h.join(format!("models--{}", repo.replace('/', "--"))).join("snapshots"));
-    if let Some(dir) = &dir {
-        if let Ok(rd) = std::fs::read_dir(dir) {
-            let mut found: Vec<PathBuf> = rd
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.join("model.safetensors").is_file() && p.join("config.json").is_file())
-                .collect();
-            found.sort();
-            if let Some(p) = found.pop() {
-                return Ok(p);
-            }
-        }
+    let cache = hub::cache_dir();
+    if let Some(p) = cache.as_deref().and_then(|h| hub::cached_snapshot(h, &repo)) {
+        return Ok(p);
     }
     Err(format!(
         "no model weights found for {repo}: looked at model=... ({}), $CLIP_WGPU_MODEL ({}) and the Hugging Face \
@@ -199,7 +173,9 @@ fn resolve_model(model: Option<PathBuf>) -> Result<PathBuf, String> {
          the clip-wgpu command line, which downloads them), or pass a checkpoint directory as Clip(model=PATH).",
         if arg.is_some() { "given" } else { "not given" },
         if std::env::var_os("CLIP_WGPU_MODEL").is_some() { "set" } else { "not set" },
-        dir.map(|d| d.display().to_string()).unwrap_or_else(|| "HOME is not set".into()),
+        cache
+            .map(|h| hub::repo_dir(&h, &repo).join("snapshots").display().to_string())
+            .unwrap_or_else(|| "HOME is not set".into()),
     ))
 }
 

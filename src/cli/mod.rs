@@ -157,31 +157,14 @@ pub const DEFAULT_REPO: &str = clip_wgpu::model::presets::DEFAULT.repo;
 /// into that cache through `hf-hub` (unless `$HF_HUB_OFFLINE` is set). `quiet` hides the
 /// download's progress bar.
 pub fn resolve_model(arg: &Option<PathBuf>, quiet: bool) -> Result<PathBuf, clip_wgpu::Error> {
-    let repo = match arg {
-        None => DEFAULT_REPO.to_string(),
-        // an existing path always wins; a name that is no path is looked up as a model name
-        Some(p) if p.exists() => return Ok(p.clone()),
-        Some(p) => match hub_repo(&p.to_string_lossy()) {
-            Some(repo) => repo,
-            // not a model name either: loading reports the missing path
-            None => return Ok(p.clone()),
-        },
+    use clip_wgpu::model::hub::{self, Named};
+    let repo = match hub::named(arg.as_deref()) {
+        Named::Path(p) | Named::Missing(p) => return Ok(p),
+        Named::Repo(repo) => repo,
     };
-    let dir_name = format!("models--{}", repo.replace('/', "--"));
-    let hub = hf_cache_dir();
-    if let Some(hub) = &hub {
-        let snaps = hub.join(&dir_name).join("snapshots");
-        if let Ok(rd) = std::fs::read_dir(&snaps) {
-            let mut found: Vec<PathBuf> = rd
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.join("model.safetensors").is_file() && p.join("config.json").is_file())
-                .collect();
-            found.sort();
-            if let Some(p) = found.pop() {
-                return Ok(p);
-            }
-        }
+    let hub = hub::cache_dir();
+    if let Some(p) = hub.as_deref().and_then(|h| hub::cached_snapshot(h, &repo)) {
+        return Ok(p);
     }
     let offline = std::env::var_os("HF_HUB_OFFLINE").is_some_and(|v| !v.is_empty() && v != "0");
     let download = if offline {
@@ -192,8 +175,9 @@ pub fn resolve_model(arg: &Option<PathBuf>, quiet: bool) -> Result<PathBuf, clip
             Err(e) => format!("failed: {e}"),
         }
     };
-    let cache =
-        hub.map(|h| h.join(&dir_name).display().to_string()).unwrap_or_else(|| "$HF_HOME/hub (HOME is not set)".into());
+    let cache = hub
+        .map(|h| hub::repo_dir(&h, &repo).display().to_string())
+        .unwrap_or_else(|| "$HF_HOME/hub (HOME is not set)".into());
     let mut looked = match arg {
         None => vec!["--model PATH|NAME (not given)".to_string(), "$CLIP_WGPU_MODEL (not set)".to_string()],
         Some(p) => vec![format!(
@@ -214,29 +198,6 @@ pub fn resolve_model(arg: &Option<PathBuf>, quiet: bool) -> Result<PathBuf, clip
         looked.join("\n"),
         clip_wgpu::model::presets::names()
     )))
-}
-
-/// The Hub repository a `--model` value names: a preset (`ViT-L-14`, `openai/clip-vit-large-patch14`),
-/// else any `owner/name` (one `/`, no file extension, no leading `.` or `/`).
-fn hub_repo(name: &str) -> Option<String> {
-    if let Some(p) = clip_wgpu::model::presets::find(name) {
-        return Some(p.repo.to_string());
-    }
-    let (owner, repo) = name.split_once('/')?;
-    let part = |s: &str| {
-        !s.is_empty()
-            && !s.starts_with('.')
-            && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    };
-    (part(owner) && part(repo) && !repo.ends_with(".safetensors") && !repo.ends_with(".bin")).then(|| name.to_string())
-}
-
-fn hf_cache_dir() -> Option<PathBuf> {
-    std::env::var_os("HF_HUB_CACHE").map(PathBuf::from).or_else(|| {
-        std::env::var_os("HF_HOME")
-            .map(|h| PathBuf::from(h).join("hub"))
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface/hub")))
-    })
 }
 
 /// Downloads config.json and model.safetensors of `repo` into the cache.

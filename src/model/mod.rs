@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod hub;
 pub mod presets;
 pub mod program;
 pub mod weights;
