@@ -4,27 +4,10 @@
 // /tests/fixtures/full/: scripts/make_fixtures.py full tests/fixtures/full).
 //
 //   node web/test/measure.mjs [MODEL_URL_PATH] [webgpu,cpu]
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import puppeteer from "puppeteer-core";
-import { serve } from "../serve.mjs";
+import { open } from "./chromium.mjs";
 
 const [model = "/tests/fixtures/full/", devices = "webgpu,cpu"] = process.argv.slice(2);
-const server = await serve(0);
-const base = `http://127.0.0.1:${server.address().port}`;
-const profile = mkdtempSync(join(tmpdir(), "clip-wgpu-chromium-"));
-const browser = await puppeteer.launch({
-  executablePath: process.env.CLIP_WGPU_CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  pipe: true,
-  userDataDir: profile,
-  protocolTimeout: 1_200_000,
-  args: [
-    "--enable-unsafe-webgpu", "--no-sandbox", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run", "--disable-quic",
-  ],
-});
+const { browser, base, close } = await open({ protocolTimeout: 1_200_000 });
 try {
   const page = await browser.newPage();
   page.on("console", (m) => console.log(`[page] ${m.text()}`));
@@ -50,7 +33,5 @@ try {
     console.log(JSON.stringify(r));
   }
 } finally {
-  await browser.close();
-  server.close();
-  rmSync(profile, { recursive: true, force: true });
+  await close();
 }

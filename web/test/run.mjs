@@ -4,27 +4,11 @@
 // the demo and saves a screenshot.
 //
 //   node web/test/run.mjs OUT.json SCREENSHOT.png
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import puppeteer from "puppeteer-core";
-import { serve } from "../serve.mjs";
+import { writeFileSync } from "node:fs";
+import { open } from "./chromium.mjs";
 
 const [out = "target/web/browser-results.json", shot = "target/web/demo.png"] = process.argv.slice(2);
-const server = await serve(0);
-const base = `http://127.0.0.1:${server.address().port}`;
-const profile = mkdtempSync(join(tmpdir(), "clip-wgpu-chromium-"));
-const browser = await puppeteer.launch({
-  executablePath: process.env.CLIP_WGPU_CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  pipe: true,
-  userDataDir: profile,
-  // WebGPU (SwiftShader where there is no GPU), and no outside host tried
-  args: [
-    "--enable-unsafe-webgpu", "--no-sandbox", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run", "--disable-quic",
-  ],
-});
+const { browser, base, close } = await open();
 let code = 0;
 try {
   const page = await browser.newPage();
@@ -52,8 +36,6 @@ try {
   console.error(e);
   code = 1;
 } finally {
-  await browser.close();
-  server.close();
-  rmSync(profile, { recursive: true, force: true });
+  await close();
 }
 process.exit(code);
