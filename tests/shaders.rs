@@ -8,30 +8,16 @@
 
 mod common;
 use common::reference::*;
+#[path = "common/kernel_naga.rs"]
+mod kernel_naga;
 
 use clip_wgpu::gpu::{self, shader, KernelKey, Precision};
 use clip_wgpu::model::{self, LoadOptions, Program, Tower};
 use naga::valid::{Capabilities, ShaderStages, SubgroupOperationSet, ValidationFlags, Validator};
 
 fn validate(key: &KernelKey) -> Result<(naga::Module, naga::valid::ModuleInfo), String> {
-    let src = key.source();
-    let module = naga::front::wgsl::parse_str(&src).map_err(|e| e.emit_to_string(&src))?;
-    let mut caps = Capabilities::empty();
-    if key.needs_f16() {
-        caps |= Capabilities::SHADER_FLOAT16;
-    }
-    if key.needs_subgroup() {
-        caps |= Capabilities::SUBGROUP;
-    }
-    if key.needs_coop() {
-        caps |= Capabilities::COOPERATIVE_MATRIX;
-    }
-    let mut v = Validator::new(ValidationFlags::all(), caps);
-    if key.needs_subgroup() {
-        v.subgroup_stages(ShaderStages::COMPUTE);
-        v.subgroup_operations(SubgroupOperationSet::all());
-    }
-    let info = v.validate(&module).map_err(|e| e.emit_to_string(&src))?;
+    let (module, info) = kernel_naga::parse_and_validate(key)?;
+    let caps = kernel_naga::capabilities(key);
     // It must not validate without the capabilities it claims to need.
     if !caps.is_empty() {
         let mut bare = Validator::new(ValidationFlags::all(), Capabilities::empty());
@@ -57,10 +43,7 @@ fn entry(module: &naga::Module, key: &KernelKey) -> usize {
 }
 
 fn spirv(m: &naga::Module, info: &naga::valid::ModuleInfo, key: &KernelKey) -> Result<usize, String> {
-    let opts = naga::back::spv::Options { lang_version: (1, 3), ..Default::default() };
-    let po =
-        naga::back::spv::PipelineOptions { shader_stage: naga::ShaderStage::Compute, entry_point: key.entry().into() };
-    naga::back::spv::write_vec(m, info, &opts, Some(&po)).map(|w| w.len()).map_err(|e| format!("{e:?}"))
+    kernel_naga::spirv(m, info, key).map(|w| w.len())
 }
 
 fn msl(m: &naga::Module, info: &naga::valid::ModuleInfo, key: &KernelKey) -> Result<usize, String> {

@@ -20,7 +20,9 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use clip_wgpu::gpu::{shader, KernelKey};
-use naga::valid::{Capabilities, ShaderStages, SubgroupOperationSet, ValidationFlags, Validator};
+
+#[path = "common/kernel_naga.rs"]
+mod kernel_naga;
 
 const TOLERATED: &str = "VUID-StandaloneSpirv-None-10684";
 
@@ -34,27 +36,8 @@ fn validator() -> Option<PathBuf> {
 
 /// naga's SPIR-V of one variant (Vulkan 1.3, its entry point only).
 fn spirv_words(key: &KernelKey) -> Vec<u32> {
-    let src = key.source();
-    let module =
-        naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{}: {}", key.name(), e.emit_to_string(&src)));
-    let mut caps = Capabilities::empty();
-    if key.needs_f16() {
-        caps |= Capabilities::SHADER_FLOAT16;
-    }
-    if key.needs_subgroup() {
-        caps |= Capabilities::SUBGROUP;
-    }
-    if key.needs_coop() {
-        caps |= Capabilities::COOPERATIVE_MATRIX;
-    }
-    let mut v = Validator::new(ValidationFlags::all(), caps);
-    v.subgroup_stages(ShaderStages::COMPUTE);
-    v.subgroup_operations(SubgroupOperationSet::all());
-    let info = v.validate(&module).unwrap_or_else(|e| panic!("{}: {}", key.name(), e.emit_to_string(&src)));
-    let opts = naga::back::spv::Options { lang_version: (1, 3), ..Default::default() };
-    let po =
-        naga::back::spv::PipelineOptions { shader_stage: naga::ShaderStage::Compute, entry_point: key.entry().into() };
-    naga::back::spv::write_vec(&module, &info, &opts, Some(&po)).unwrap_or_else(|e| panic!("{}: {e:?}", key.name()))
+    let (module, info) = kernel_naga::parse_and_validate(key).unwrap_or_else(|e| panic!("{}: {e}", key.name()));
+    kernel_naga::spirv(&module, &info, key).unwrap_or_else(|e| panic!("{}: {e}", key.name()))
 }
 
 // The SPIR-V opcodes and enumerants the stripping reads.
