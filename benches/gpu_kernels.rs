@@ -195,7 +195,7 @@ fn attention_and_layernorm(c: &mut Criterion) {
                 for (name, rows, width) in
                     [("layernorm_vision", VISION_TOKENS * b, 768), ("layernorm_text", TEXT_TOKENS * b, 512)]
                 {
-                    let key = NormKey { x: t, y: t, g: t, inplace: false, subgroup: ctx.has_subgroup(), l2: false };
+                    let key = NormKey { x: t, y: t, g: t, inplace: false, subgroup: ctx.has_subgroup() };
                     let l = Launch::new(
                         &ctx,
                         KernelKey::Norm(key),

@@ -1,9 +1,9 @@
-// norm.wgsl — row normalisations: layernorm and L2 normalisation.
+// norm.wgsl — layernorm of token rows.
 //
-// layer_norm:   y[r, i] = (x[r, i] - mean_r) / sqrt(var_r + eps) · gamma[i] + beta[i]
-//               (two passes: the mean, then the variance of x - mean; f32 throughout).
-//               INPLACE: x is y itself (the same binding, read then written).
-// l2_normalize: y[r, :] /= ‖y[r, :]‖ (rows of norm 0 are left as they are); in place.
+// layer_norm: y[r, i] = (x[r, i] - mean_r) / sqrt(var_r + eps) · gamma[i] + beta[i]
+//             (two passes: the mean, then the variance of x - mean; f32 throughout).
+//             INPLACE: x is y itself (the same binding, read then written).
+// (The tower's final layernorm, on pooled rows, and the L2 normalisation are head.wgsl's.)
 //
 // Shape: one workgroup of WG = 64 invocations per row; invocation l handles columns
 // l, l + 64, …; the row sums are reduced with `subgroupAdd` and one workgroup-memory slot
@@ -12,10 +12,8 @@
 // Dispatch: (rows, 1, 1).
 //
 // Bindings (group 0): declared once, in src/gpu/norm.rs (`slots`), generated into the header:
-// p (uniform Params), y (YT, read_write), x (XT; not INPLACE), gamma, beta (GT);
-// l2_normalize binds p and y only.
-// Generated header (src/gpu/wgsl.rs): aliases XT, YT, GT; flags SUBGROUP, INPLACE, and L2
-// (the variant's entry point: l2_normalize with L2, layer_norm without).
+// p (uniform Params), y (YT, read_write), x (XT; not INPLACE), gamma, beta (GT).
+// Generated header (src/gpu/wgsl.rs): aliases XT, YT, GT; flags SUBGROUP, INPLACE.
 
 // Uniform block: norm::NormParams in src/gpu/norm.rs.
 struct Params {
@@ -70,7 +68,6 @@ fn wg_sum(v: f32, l: Lane) -> f32 {
 }
 //#endif
 
-//#if !L2
 fn ld(i: u32) -> f32 {
 //#if INPLACE
     return f32(y[i]);
@@ -113,35 +110,3 @@ fn layer_norm(
         y[base + i] = YT(v);
     }
 }
-//#else
-
-@compute @workgroup_size(64, 1, 1)
-fn l2_normalize(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-//#if SUBGROUP
-    @builtin(subgroup_invocation_id) sl: u32,
-    @builtin(subgroup_id) sid: u32,
-    @builtin(num_subgroups) nsg: u32,
-//#endif
-) {
-//#if SUBGROUP
-    let lane = Lane(lid, sl, sid, nsg);
-//#else
-    let lane = Lane(lid);
-//#endif
-    let w = p.w;
-    let base = wid.x * w;
-    var s = 0.0;
-    for (var i = lid; i < w; i += WG) {
-        let v = f32(y[base + i]);
-        s += v * v;
-    }
-    let n = sqrt(wg_sum(s, lane));
-    if (n > 0.0) {
-        for (var i = lid; i < w; i += WG) {
-            y[base + i] = YT(f32(y[base + i]) / n);
-        }
-    }
-}
-//#endif

@@ -369,7 +369,10 @@ impl Clip {
             let prep = crate::cpu::Prepared::with_precision(&ck.weights.params, &[&vision, &text], cpu_precision);
             for p in [&vision, &text] {
                 for op in &p.ops {
-                    if let crate::model::Op::Linear { lin, .. } | crate::model::Op::PatchEmbed { patch: lin, .. } = op {
+                    if let crate::model::Op::Linear { lin, .. }
+                    | crate::model::Op::PatchEmbed { patch: lin, .. }
+                    | crate::model::Op::Head { proj: lin, .. } = op
+                    {
                         ck.weights.params.list[lin.weight.0].data = Vec::new();
                     }
                 }

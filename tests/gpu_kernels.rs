@@ -29,6 +29,7 @@ use common::reference::*;
 use clip_wgpu::cpu::{self, Prepared};
 use clip_wgpu::gpu::embed::EmbedKey;
 use clip_wgpu::gpu::executor::run_program;
+use clip_wgpu::gpu::head::HeadKey;
 use clip_wgpu::gpu::matmul::{MatmulKey, Tile};
 use clip_wgpu::gpu::norm::NormKey;
 use clip_wgpu::gpu::patch::PatchKey;
@@ -154,54 +155,57 @@ fn case(key: &KernelKey, rng: &mut Rng) -> Option<Case> {
             let t = texts(&lens, cfg.text.vocab_size, rng);
             (p, prog, init, Act::Attn, t, vec![])
         }
-        KernelKey::Norm(NormKey { x, g, inplace, subgroup, l2, .. }) => {
+        KernelKey::Norm(NormKey { x, g, inplace, subgroup, .. }) => {
             let (p, rows) = rows_of(g, x);
             opts.subgroups = subgroup;
             let w = 200;
-            let m = match rows {
-                Rows::Tokens => LENS.iter().sum(),
-                Rows::Seqs => LENS.len(),
-            };
-            let dt = if rows == Rows::Tokens { p.tokens() } else { Dt::F32 };
-            if l2 {
-                let prog = program(vec![Op::L2Normalize { x: Act::Embed }], vec![(Act::Embed, w, Rows::Seqs)]);
-                let mut v = rng.vec(LENS.len() * w, 1.0);
-                v[w..2 * w].iter_mut().for_each(|x| *x = 0.0); // a zero row stays zero
-                (p, prog, vec![(Act::Embed, v)], Act::Embed, tiny_text, vec![])
-            } else {
-                let gamma = params.push("g", vec![w], stored(rng.vec(w, 1.0), g));
-                let beta = params.push("b", vec![w], stored(rng.vec(w, 0.5), g));
-                let ln = LayerNormW { gamma, beta };
-                let out = if inplace { Act::X } else { Act::H };
-                let op = Op::LayerNorm { x: Act::X, ln, eps: 1e-5, out };
-                let prog = program(vec![op], vec![(Act::X, w, rows), (Act::H, w, rows)]);
-                // rows with an offset, so that mean and variance matter
-                let v: Vec<f32> =
-                    rng.vec(m * w, 2.0).iter().enumerate().map(|(i, x)| x + (i / w) as f32 * 0.1).collect();
-                (p, prog, vec![(Act::X, stored(v, dt))], out, tiny_text, vec![])
-            }
+            let m: usize = LENS.iter().sum();
+            let gamma = params.push("g", vec![w], stored(rng.vec(w, 1.0), g));
+            let beta = params.push("b", vec![w], stored(rng.vec(w, 0.5), g));
+            let ln = LayerNormW { gamma, beta };
+            let out = if inplace { Act::X } else { Act::H };
+            let op = Op::LayerNorm { x: Act::X, ln, eps: 1e-5, out };
+            let prog = program(vec![op], vec![(Act::X, w, rows), (Act::H, w, rows)]);
+            // rows with an offset, so that mean and variance matter
+            let v: Vec<f32> = rng.vec(m * w, 2.0).iter().enumerate().map(|(i, x)| x + (i / w) as f32 * 0.1).collect();
+            (p, prog, vec![(Act::X, stored(v, p.tokens()))], out, tiny_text, vec![])
         }
-        KernelKey::Embed(EmbedKey { pool, tokens, table, .. }) => {
+        KernelKey::Embed(EmbedKey { table, .. }) => {
             let p = if table == Dt::F16 { Precision::F16 } else { Precision::F32 };
             let w = 32;
-            if pool {
-                let m: usize = LENS.iter().sum();
-                let at = if rng.next() > 0.0 { PoolAt::Last } else { PoolAt::First };
-                let op = Op::Pool { x: Act::X, at, out: Act::Pooled };
-                let prog = program(vec![op], vec![(Act::X, w, Rows::Tokens), (Act::Pooled, w, Rows::Seqs)]);
-                let init = vec![(Act::X, stored(rng.vec(m * w, 1.0), tokens))];
-                (p, prog, init, Act::Pooled, tiny_text, vec![])
-            } else {
-                let vocab = cfg.text.vocab_size;
-                let t = params.push("token", vec![vocab, w], stored(rng.vec(vocab * w, 1.0), table));
-                let pos = params.push("pos", vec![77, w], stored(rng.vec(77 * w, 1.0), table));
-                let op = Op::TokenEmbed { table: t, pos, out: Act::X };
-                let prog = program(vec![op], vec![(Act::X, w, Rows::Tokens)]);
-                (p, prog, vec![], Act::X, tiny_text, vec![])
-            }
+            let vocab = cfg.text.vocab_size;
+            let t = params.push("token", vec![vocab, w], stored(rng.vec(vocab * w, 1.0), table));
+            let pos = params.push("pos", vec![77, w], stored(rng.vec(77 * w, 1.0), table));
+            let op = Op::TokenEmbed { table: t, pos, out: Act::X };
+            let prog = program(vec![op], vec![(Act::X, w, Rows::Tokens)]);
+            (p, prog, vec![], Act::X, tiny_text, vec![])
+        }
+        KernelKey::Head(HeadKey { x, w: wt }) => {
+            let (p, _) = rows_of(wt, x);
+            let (tokens, w, d): (usize, usize, usize) = (LENS.iter().sum(), 200, 300);
+            let at = if rng.next() > 0.0 { PoolAt::Last } else { PoolAt::First };
+            let op = head_op(&mut params, p, (w, d), wt == Dt::F32, at, rng);
+            let prog = program(vec![op], vec![(Act::X, w, Rows::Tokens), (Act::Embed, d, Rows::Seqs)]);
+            // rows with an offset, so that the layernorm's mean matters
+            let v: Vec<f32> =
+                rng.vec(tokens * w, 2.0).iter().enumerate().map(|(i, x)| x + (i / w) as f32 * 0.1).collect();
+            (p, prog, vec![(Act::X, stored(v, x))], Act::Embed, tiny_text, vec![])
         }
     };
     Some(Case { label: key.name(), cfg, params, program: prog, precision, pixels, texts: texts_in, init, out, opts })
+}
+
+/// A head op over `w`-wide token rows `Act::X` into `d`-wide embeddings `Act::Embed`:
+/// layernorm and projection parameters in the storage type of `p`, with a projection bias if
+/// asked (CLIP's projections have none; the kernel takes one).
+fn head_op(params: &mut Params, p: Precision, (w, d): (usize, usize), bias: bool, at: PoolAt, rng: &mut Rng) -> Op {
+    let wt = p.weights();
+    let gamma = params.push("g", vec![w], stored(rng.vec(w, 1.0), wt));
+    let beta = params.push("b", vec![w], stored(rng.vec(w, 0.5), wt));
+    let weight = params.push("proj", vec![d, w], stored(rng.vec(d * w, 0.3), wt));
+    let bias = bias.then(|| params.push("proj_b", vec![d], stored(rng.vec(d, 0.5), wt)));
+    let proj = LinearW { weight, bias, n_in: w, n_out: d };
+    Op::Head { x: Act::X, at, ln: LayerNormW { gamma, beta }, eps: 1e-5, proj, out: Act::Embed }
 }
 
 /// A one-linear-layer program: `n × k` weights in the storage type of `p`, X of `rows` (the
@@ -423,7 +427,7 @@ fn tables_over_the_binding_limit_are_split() {
         if p == Precision::F16 && !ctx.has_f16() {
             continue;
         }
-        let key = KernelKey::Embed(EmbedKey { pool: false, tokens: p.tokens(), table: p.weights(), pooled: Dt::F32 });
+        let key = KernelKey::Embed(EmbedKey { tokens: p.tokens(), table: p.weights() });
         let mut c = case(&key, &mut rng).unwrap();
         // 1000 rows of 32: parts of 400 rows.
         let row = 32 * p.weights().size();

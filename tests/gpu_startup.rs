@@ -161,7 +161,9 @@ fn the_cache_file_checksum_refuses_truncated_and_altered_files() {
 
 /// A batch is one dispatch per op (every op of the tiny model has work at these sizes), and
 /// its bind groups are the pool's: made with the first batch, none for the next batches of
-/// the same or a smaller shape, made again only when a larger batch grows the pool.
+/// the same or a smaller shape, made again only when a larger batch grows the pool. Its
+/// uniform blocks are written only when its shape differs from the previous batch's; the
+/// embeddings of a batch that reuses them are those of one that wrote them.
 #[test]
 fn one_dispatch_per_op_and_bind_groups_made_once_per_pool() {
     let Some(ctx) = vulkan() else { return };
@@ -172,14 +174,23 @@ fn one_dispatch_per_op_and_bind_groups_made_once_per_pool() {
     let px = synthetic_pixels(8, cfg.vision.image_size);
     let ops = enc.program(Tower::Vision).ops.len();
     assert!(enc.last_chunk_cost(Tower::Vision).is_none());
-    let mut made = Vec::new();
-    for n in [2, 2, 1, 8, 8] {
-        enc.encode(Tower::Vision, &Input::Pixels { data: &px[..n * 3 * cfg.vision.image_size.pow(2)], n }).unwrap();
+    let (mut made, mut uniforms, mut out) = (Vec::new(), Vec::new(), Vec::new());
+    for n in [2, 2, 1, 8, 8, 2] {
+        let e = enc.encode(Tower::Vision, &Input::Pixels { data: &px[..n * 3 * cfg.vision.image_size.pow(2)], n });
+        out.push(e.unwrap());
         let c = enc.last_chunk_cost(Tower::Vision).unwrap();
         assert_eq!(c.dispatches, ops, "batch of {n}: {c:?}");
         made.push(c.bind_groups);
+        uniforms.push(c.uniform_bytes);
     }
-    assert_eq!(made, [ops, 0, 0, ops, 0], "bind groups made per batch");
+    assert_eq!(made, [ops, 0, 0, ops, 0, 0], "bind groups made per batch");
+    let all = ops * 256;
+    assert_eq!(uniforms, [all, 0, all, all, 0, all], "uniform bytes written per batch");
+    // same shape, blocks reused: the same embeddings as the batch that wrote them, and the
+    // batch of 2 after the batches of 8 (blocks rewritten) as the first batch of 2
+    assert_eq!(out[1], out[0]);
+    assert_eq!(out[4], out[3]);
+    assert_eq!(out[5], out[0]);
     let ids = texts();
     enc.encode(Tower::Text, &Input::Tokens(&ids)).unwrap();
     let c = enc.last_chunk_cost(Tower::Text).unwrap();

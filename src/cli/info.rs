@@ -226,6 +226,7 @@ fn measure_gpu(ck: &clip_wgpu::model::Checkpoint) -> serde_json::Value {
                 "ops": enc.program(tower).ops.len(),
                 "dispatches": last.dispatches,
                 "bind_groups_per_batch": last.bind_groups,
+                "uniform_bytes_per_batch": last.uniform_bytes,
                 "write_us": median(&|c| c.0.write_us),
                 "record_us": median(&|c| c.0.record_us),
                 "submit_us": median(&|c| c.0.submit_us),
@@ -273,12 +274,13 @@ fn print_gpu_stats(g: &serde_json::Value) {
         if g["pipeline_cache"].is_null() { "none".to_string() } else { g["pipeline_cache"].to_string() }
     );
     println!(
-        "    {:<7} {:>5} {:>4} {:>10} {:>11} {:>9} {:>9} {:>9} {:>9} {:>10} {:>12}",
+        "    {:<7} {:>5} {:>4} {:>10} {:>11} {:>10} {:>9} {:>9} {:>9} {:>9} {:>10} {:>12}",
         "tower",
         "batch",
         "ops",
         "dispatches",
         "bind groups",
+        "uniforms B",
         "write µs",
         "record µs",
         "submit µs",
@@ -290,12 +292,13 @@ fn print_gpu_stats(g: &serde_json::Value) {
         let x = |k: &str| r[k].as_f64().unwrap_or(0.0);
         let n = |k: &str| r[k].as_u64().unwrap_or(0);
         println!(
-            "    {:<7} {:>5} {:>4} {:>10} {:>11} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>10.1} {:>12.1}",
+            "    {:<7} {:>5} {:>4} {:>10} {:>11} {:>10} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>10.1} {:>12.1}",
             r["tower"].as_str().unwrap_or_default(),
             n("batch"),
             n("ops"),
             n("dispatches"),
             n("bind_groups_per_batch"),
+            n("uniform_bytes_per_batch"),
             x("write_us"),
             x("record_us"),
             x("submit_us"),

@@ -70,10 +70,9 @@ impl Prepared {
         for p in programs {
             for op in &p.ops {
                 match op {
-                    Op::Linear { x, lin, .. } => {
-                        lins.push((lin.weight, lin.bias, lin.n_out, lin.n_in, *x != Act::Pooled))
-                    }
+                    Op::Linear { lin, .. } => lins.push((lin.weight, lin.bias, lin.n_out, lin.n_in, true)),
                     Op::PatchEmbed { patch, .. } => lins.push((patch.weight, None, patch.n_out, patch.n_in, false)),
+                    Op::Head { proj, .. } => lins.push((proj.weight, proj.bias, proj.n_out, proj.n_in, false)),
                     _ => {}
                 }
             }
@@ -340,15 +339,17 @@ pub fn run_op(
             ops::attention_isa(&src, acts.get_mut(&out).unwrap(), seqs, heads, head_dim, causal, prep.avx2());
             acts.insert(qkv, src);
         }
-        Op::Pool { x, at, out } => {
+        Op::Head { x, at, ln, eps, proj, out } => {
             let w = program.width(x);
-            let src = acts.remove(&x).unwrap();
-            ops::pool(&src, acts.get_mut(&out).unwrap(), w, seqs, at);
-            acts.insert(x, src);
-        }
-        Op::L2Normalize { x } => {
-            let w = program.width(x);
-            ops::l2_normalize(acts.get_mut(&x).unwrap(), w);
+            let mut pooled = vec![0f32; seqs.count() * w];
+            ops::pool(&acts[&x], &mut pooled, w, seqs, at);
+            let (g, b) = (params.data(ln.gamma), params.data(ln.beta));
+            ops::layer_norm_inplace_isa(&mut pooled, w, g, b, eps, prep.avx2());
+            let y = acts.get_mut(&out).expect("head output");
+            let bias = proj.bias.map(|b| params.data(b));
+            let epi = Epilogue { bias: bias.is_some(), ..Epilogue::default() };
+            prep.linear(y, &pooled, seqs.count(), proj.weight, w, proj.n_out, bias, epi);
+            ops::l2_normalize(y, proj.n_out);
         }
     }
 }

@@ -1,5 +1,5 @@
-//! The gather family (`shaders/embed.wgsl`): the token embedding (table row + position row
-//! per token of a ragged batch) and the pooling (first or last row of each sequence).
+//! The token-embedding family (`shaders/embed.wgsl`): table row + position row per token of
+//! a ragged batch. (Pooling is part of the head kernel, `head.rs`.)
 //!
 //! The token table may exceed one storage binding (a 768-wide text tower's is 152 MB in f32,
 //! lavapipe allows 128 MiB): the weight store splits it by rows and the kernel binds up to
@@ -8,21 +8,17 @@
 use super::family::{wrong_op, Chunk, Family, Res};
 use super::types::Dt;
 use super::wgsl::{uniform, Header, Slot};
-use crate::model::{Op, PoolAt};
+use crate::model::Op;
 
 /// The shader source.
 pub const WGSL: &str = include_str!("../../shaders/embed.wgsl");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EmbedKey {
-    /// The `pool` entry point instead of `token_embed`.
-    pub pool: bool,
-    /// Storage of the token rows (token_embed's output, pool's input).
+    /// Storage of the token rows (the output).
     pub tokens: Dt,
     /// Storage of the embedding tables.
     pub table: Dt,
-    /// Storage of the pooled rows.
-    pub pooled: Dt,
 }
 
 pub const WG: u32 = 64;
@@ -40,16 +36,10 @@ const TOKEN_SLOTS: [Slot; 8] = [
     Slot::read(6, "table2", "array<vec4<TT>>"),
     Slot::read(7, "table3", "array<vec4<TT>>"),
 ];
-const POOL_SLOTS: [Slot; 4] = [
-    Slot::UNIFORM,
-    Slot::read_write(1, "pooled", "array<vec4<PT>>"),
-    Slot::read(2, "x", "array<vec4<XT>>"),
-    Slot::read(3, "seqs", "array<vec2<u32>>"),
-];
 
 uniform!(
     /// `struct Params` of embed.wgsl.
-    EmbedParams { w4: u32, rows: u32, last: u32, stride: u32, part_rows: u32, _pad0: u32, _pad1: u32, _pad2: u32 }
+    EmbedParams { w4: u32, rows: u32, stride: u32, part_rows: u32 }
 );
 
 /// Token embedding: params and dispatch (a 1-D range of `rows · w/4` invocations folded
@@ -59,21 +49,9 @@ pub fn token_params(rows: usize, width: usize, part_rows: usize) -> (EmbedParams
     let groups = total.div_ceil(WG).max(1);
     let x = groups.min(MAX_X);
     let y = groups.div_ceil(x);
-    let p = EmbedParams {
-        w4: (width / 4) as u32,
-        rows: rows as u32,
-        stride: x * WG,
-        part_rows: part_rows.max(1) as u32,
-        ..Default::default()
-    };
+    let p =
+        EmbedParams { w4: (width / 4) as u32, rows: rows as u32, stride: x * WG, part_rows: part_rows.max(1) as u32 };
     (p, [x, y, 1])
-}
-
-/// Pooling: params and dispatch.
-pub fn pool_params(seqs: usize, width: usize, last: bool) -> (EmbedParams, [u32; 3]) {
-    let w4 = (width / 4) as u32;
-    let p = EmbedParams { w4, rows: seqs as u32, last: last as u32, ..Default::default() };
-    (p, [w4.div_ceil(WG), seqs as u32, 1])
 }
 
 impl Family for EmbedKey {
@@ -82,35 +60,16 @@ impl Family for EmbedKey {
     const WGSL: &'static str = WGSL;
 
     fn name(&self) -> String {
-        format!(
-            "{}_{}_{}_{}",
-            if self.pool { "pool" } else { "token_embed" },
-            self.tokens.wgsl(),
-            self.table.wgsl(),
-            self.pooled.wgsl()
-        )
+        format!("token_embed_{}_{}", self.tokens.wgsl(), self.table.wgsl())
     }
     fn header(&self) -> Header {
-        Header::default()
-            .alias("ET", self.tokens)
-            .alias("TT", self.table)
-            .alias("PT", self.pooled)
-            .alias("XT", self.tokens)
-            .flag("POOL", self.pool)
+        Header::default().alias("ET", self.tokens).alias("TT", self.table)
     }
     fn entry(&self) -> &'static str {
-        if self.pool {
-            "pool"
-        } else {
-            "token_embed"
-        }
+        "token_embed"
     }
     fn slots(&self) -> Vec<Slot> {
-        if self.pool {
-            POOL_SLOTS.to_vec()
-        } else {
-            TOKEN_SLOTS.to_vec()
-        }
+        TOKEN_SLOTS.to_vec()
     }
     fn resources(&self, op: &Op) -> Vec<Res> {
         match *op {
@@ -119,7 +78,6 @@ impl Family for EmbedKey {
                 r.extend((0..TABLE_PARTS).map(|i| Res::ParamPart(table, i)));
                 r
             }
-            Op::Pool { x, out, .. } => vec![Res::Uniform, Res::Act(out), Res::Act(x), Res::Seqs],
             _ => wrong_op("embed", op),
         }
     }
@@ -128,7 +86,6 @@ impl Family for EmbedKey {
             Op::TokenEmbed { table, out, .. } => {
                 token_params(chunk.seqs.tokens(), chunk.width(out), (chunk.part_rows)(table))
             }
-            Op::Pool { x, at, .. } => pool_params(chunk.seqs.count(), chunk.width(x), at == PoolAt::Last),
             _ => wrong_op("embed", op),
         }
     }

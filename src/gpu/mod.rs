@@ -1,7 +1,8 @@
 //! The GPU backend: WGSL compute kernels run through `wgpu` (Vulkan, Metal, DX12, GL).
 //!
 //! It executes the same [`Program`](crate::model::Program) as the CPU backend, one dispatch
-//! per [`Op`](crate::model::Op). The modules, each importing only those above it in this
+//! per [`Op`](crate::model::Op) (the tower's [`Op::Head`](crate::model::Op::Head) too: pooling,
+//! layernorm, projection and L2 normalisation in one kernel). The modules, each importing only those above it in this
 //! list (no import circle; `tests/shaders.rs` checks it):
 //!
 //! * [`types`]: [`Dt`], [`Precision`], [`GpuError`], [`AdapterReport`] (imports nothing of gpu).
@@ -11,7 +12,7 @@
 //! * one file per kernel family, owning its key, uniform block, bindings and dispatch:
 //!   [`matmul`] (linear layers), [`matmul_coop`] (linear layers on cooperative matrices, where
 //!   the adapter has them), [`patch`] (the patch embedding), [`attention`], [`norm`]
-//!   (layernorm, L2), [`embed`] (token embedding, pooling).
+//!   (layernorm), [`embed`] (token embedding), [`head`] (the tower's end).
 //! * [`shader`]: [`KernelKey`] (one variant of any family) and the catalog of all variants.
 //! * [`tiles`]: which tile configuration runs each linear layer, by shape bucket, and why
 //!   (forced, cached tuner table, shipped default); the tuner's cache file (no device).
@@ -33,6 +34,7 @@ pub mod context;
 pub mod embed;
 pub mod executor;
 pub mod family;
+pub mod head;
 pub mod matmul;
 pub mod matmul_coop;
 pub mod norm;

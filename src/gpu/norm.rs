@@ -1,5 +1,6 @@
-//! The row-normalisation family (`shaders/norm.wgsl`): layernorm (in place or not) and L2
-//! normalisation, one workgroup per row, reductions through subgroups where SUBGROUP exists.
+//! The layernorm family (`shaders/norm.wgsl`): in place or not, one workgroup per row,
+//! reductions through subgroups where SUBGROUP exists. (The tower's final layernorm and L2
+//! normalisation are part of the head kernel, `head.rs`.)
 
 use super::family::{wrong_op, Chunk, Family, Res};
 use super::types::Dt;
@@ -17,8 +18,6 @@ pub struct NormKey {
     pub g: Dt,
     pub inplace: bool,
     pub subgroup: bool,
-    /// The `l2_normalize` entry point (in place, `y` only) instead of `layer_norm`.
-    pub l2: bool,
 }
 
 const Y: Slot = Slot::read_write(1, "y", "array<YT>");
@@ -46,8 +45,7 @@ impl Family for NormKey {
 
     fn name(&self) -> String {
         format!(
-            "{}_{}_{}_{}{}{}",
-            if self.l2 { "l2_normalize" } else { "layer_norm" },
+            "layer_norm_{}_{}_{}{}{}",
             self.x.wgsl(),
             self.y.wgsl(),
             self.g.wgsl(),
@@ -62,20 +60,15 @@ impl Family for NormKey {
             .alias("GT", self.g)
             .flag("SUBGROUP", self.subgroup)
             .flag("INPLACE", self.inplace)
-            .flag("L2", self.l2)
     }
     fn entry(&self) -> &'static str {
-        if self.l2 {
-            "l2_normalize"
-        } else {
-            "layer_norm"
-        }
+        "layer_norm"
     }
     fn slots(&self) -> Vec<Slot> {
-        match (self.l2, self.inplace) {
-            (true, _) => vec![Slot::UNIFORM, Y],
-            (false, true) => vec![Slot::UNIFORM, Y, GAMMA, BETA],
-            (false, false) => vec![Slot::UNIFORM, Y, X, GAMMA, BETA],
+        if self.inplace {
+            vec![Slot::UNIFORM, Y, GAMMA, BETA]
+        } else {
+            vec![Slot::UNIFORM, Y, X, GAMMA, BETA]
         }
     }
     fn resources(&self, op: &Op) -> Vec<Res> {
@@ -86,16 +79,11 @@ impl Family for NormKey {
             Op::LayerNorm { x, ln, out, .. } => {
                 vec![Res::Uniform, Res::Act(out), Res::Act(x), Res::Param(ln.gamma), Res::Param(ln.beta)]
             }
-            Op::L2Normalize { x } => vec![Res::Uniform, Res::Act(x)],
             _ => wrong_op("norm", op),
         }
     }
     fn launch(&self, op: &Op, chunk: &Chunk) -> (NormParams, [u32; 3]) {
-        let (x, eps) = match *op {
-            Op::LayerNorm { x, eps, .. } => (x, eps),
-            Op::L2Normalize { x } => (x, 0.0),
-            _ => wrong_op("norm", op),
-        };
+        let Op::LayerNorm { x, eps, .. } = *op else { wrong_op("norm", op) };
         let rows = chunk.rows(x);
         (params(chunk.width(x), rows, eps), dispatch(rows))
     }

@@ -3,6 +3,7 @@
 
 use super::attention::AttentionKey;
 use super::embed::EmbedKey;
+use super::head::HeadKey;
 use super::matmul::{MatmulKey, Tile};
 use super::matmul_coop::{self, CoopKey};
 use super::norm::NormKey;
@@ -12,7 +13,7 @@ use super::types::{Dt, Precision};
 use crate::model::{Act, Op, Program, Rows};
 
 /// Storage type of one activation of `program` at `precision`: per-token rows in the token
-/// type, per-sequence rows (pooled, embeddings) f32.
+/// type, per-sequence rows (the embeddings) f32.
 pub fn act_dt(program: &Program, precision: Precision, a: Act) -> Dt {
     match program.rows(a) {
         Rows::Tokens => precision.tokens(),
@@ -26,8 +27,7 @@ pub fn plan_kernels(program: &Program, precision: Precision, subgroup: bool) -> 
 }
 
 /// As [`plan_kernels`]; with `coop`, the linear layers on f16 token rows whose K is a multiple
-/// of 32 (all of CLIP's) run the cooperative-matrix matmul. Other linear layers (the f32
-/// pooled rows' projection) keep the plain kernel.
+/// of 32 (all of CLIP's) run the cooperative-matrix matmul; others keep the plain kernel.
 pub fn plan_kernels_with(program: &Program, precision: Precision, subgroup: bool, coop: bool) -> Vec<KernelKey> {
     plan_kernels_tiled(program, precision, subgroup, coop, &|_| Tile::REG32)
 }
@@ -47,11 +47,9 @@ pub fn plan_kernels_tiled(
         Op::PatchEmbed { patch: lin, out, .. } => {
             KernelKey::Patch(PatchKey { w, y: dt(out), vec4: patch::vec4_loads(lin.n_in) })
         }
-        Op::TokenEmbed { out, .. } => {
-            KernelKey::Embed(EmbedKey { pool: false, tokens: dt(out), table: w, pooled: Dt::F32 })
-        }
+        Op::TokenEmbed { out, .. } => KernelKey::Embed(EmbedKey { tokens: dt(out), table: w }),
         Op::LayerNorm { x, out, .. } => {
-            KernelKey::Norm(NormKey { x: dt(x), y: dt(out), g: w, inplace: x == out, subgroup, l2: false })
+            KernelKey::Norm(NormKey { x: dt(x), y: dt(out), g: w, inplace: x == out, subgroup })
         }
         Op::Linear { x, lin, out, .. }
             if coop && w == Dt::F16 && dt(x) == Dt::F16 && matmul_coop::fits(0, lin.n_out, lin.n_in) =>
@@ -68,10 +66,7 @@ pub fn plan_kernels_tiled(
         Op::Attention { qkv, out, head_dim, causal, .. } => {
             KernelKey::Attention(AttentionKey { qkv: dt(qkv), out: dt(out), hd4: (head_dim / 4) as u32, causal })
         }
-        Op::Pool { x, out, .. } => KernelKey::Embed(EmbedKey { pool: true, tokens: dt(x), table: w, pooled: dt(out) }),
-        Op::L2Normalize { x } => {
-            KernelKey::Norm(NormKey { x: dt(x), y: dt(x), g: w, inplace: true, subgroup, l2: true })
-        }
+        Op::Head { x, .. } => KernelKey::Head(HeadKey { x: dt(x), w }),
     };
     program.ops.iter().map(plan).collect()
 }

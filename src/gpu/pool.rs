@@ -73,10 +73,11 @@ impl Resources {
 
     /// Every op of `program` can be bound: a parameter split across bindings (larger than
     /// one binding may be) only where the op's kernel binds parts, and in no more parts
-    /// than it has bindings for.
+    /// than it has bindings for; and the head kernel holds the tower's rows.
     pub fn check_bindings(&self, program: &Program, keys: &[KernelKey], params: &Params) -> Result<(), GpuError> {
         let w = &self.weights;
         for (op, key) in program.ops.iter().zip(keys) {
+            super::head::check(op, program)?;
             for r in key.resources(op) {
                 let (id, allowed) = match r {
                     Res::Param(id) | Res::OptParam(Some(id)) => (id, 1),
@@ -173,6 +174,9 @@ pub struct ChunkCost {
     /// Bind groups made for this chunk: 0 when the pool's, made with it (once per tower, again
     /// only when a larger chunk grows it), serve it.
     pub bind_groups: usize,
+    /// Bytes of uniform blocks written: 0 when the chunk has the previous chunk's shape on
+    /// this pool (its blocks are already on the device), all ops' otherwise.
+    pub uniform_bytes: usize,
     /// The inputs, sequence table and every op's uniform block computed and written.
     pub write_us: f64,
     /// The compute pass and the readback copy recorded, the command buffer finished.
@@ -212,6 +216,8 @@ pub struct Pool {
     uniforms: wgpu::Buffer,
     readback: wgpu::Buffer,
     bind_groups: Vec<wgpu::BindGroup>,
+    /// The uniform blocks last written to `uniforms` (a chunk of the same shape skips the write).
+    written: Mutex<Vec<u8>>,
     /// What the last chunk run on this pool cost.
     pub last_cost: Mutex<Option<ChunkCost>>,
 }
@@ -255,6 +261,7 @@ impl Pool {
             uniforms,
             readback,
             bind_groups: Vec::new(),
+            written: Mutex::new(Vec::new()),
             last_cost: Mutex::new(None),
         };
         pool.bind_groups =
@@ -357,7 +364,16 @@ impl Pool {
             let o = i * UNIFORM_STRIDE as usize;
             uni[o..o + p.len()].copy_from_slice(p);
         }
-        queue.write_buffer(&self.uniforms, 0, &uni);
+        {
+            // the blocks depend on the chunk's shape only: a batch of the previous one's shape
+            // (every full batch of images) finds them on the device already
+            let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+            if *written != uni {
+                queue.write_buffer(&self.uniforms, 0, &uni);
+                cost.uniform_bytes = uni.len();
+                *written = uni;
+            }
+        }
         cost.write_us = us(t);
 
         let t = now();

@@ -6,24 +6,26 @@
 use super::attention::{self, AttentionKey};
 use super::embed::{self, EmbedKey};
 use super::family::{Chunk, Family, Res};
+use super::head::{self, HeadKey};
 use super::matmul::{self, MatmulKey, Tile};
 use super::matmul_coop::{self, CoopKey};
 use super::norm::{self, NormKey};
 use super::patch::{self, PatchKey};
-use super::types::{Dt, Precision};
+use super::types::Precision;
 use super::wgsl::{Field, Slot, Uniform, EPILOGUE_WGSL};
 use crate::model::{Epilogue, Op};
 
 pub use super::wgsl::{generate, preprocess, Binding, Header};
 
 /// The shader files, by name (for the tests: every file must be reached by some variant).
-pub const FILES: [(&str, &str); 6] = [
+pub const FILES: [(&str, &str); 7] = [
     (MatmulKey::FILE, matmul::WGSL),
     (CoopKey::FILE, matmul_coop::WGSL),
     (PatchKey::FILE, patch::WGSL),
     (AttentionKey::FILE, attention::WGSL),
     (NormKey::FILE, norm::WGSL),
     (EmbedKey::FILE, embed::WGSL),
+    (HeadKey::FILE, head::WGSL),
 ];
 
 /// Shared WGSL appended to some variants, by name (every one must be used by some variant).
@@ -39,6 +41,8 @@ pub enum KernelKey {
     Attention(AttentionKey),
     Norm(NormKey),
     Embed(EmbedKey),
+    /// Pooling, layernorm, projection and L2 normalisation of a tower's end.
+    Head(HeadKey),
 }
 
 /// `$e` with `$k` bound to the family key inside `$key`.
@@ -51,6 +55,7 @@ macro_rules! each {
             KernelKey::Attention($k) => $e,
             KernelKey::Norm($k) => $e,
             KernelKey::Embed($k) => $e,
+            KernelKey::Head($k) => $e,
         }
     };
 }
@@ -130,9 +135,8 @@ impl KernelKey {
 }
 
 /// Every variant the engine can use with the given head sizes: all storage-type
-/// combinations of both precisions, every epilogue, every matmul tile candidate for token rows
-/// (the pooled rows' projection keeps the default tile), both subgroup settings, and every
-/// cooperative-matrix matmul variant.
+/// combinations of both precisions, every epilogue, every matmul tile candidate, both subgroup
+/// settings, and every cooperative-matrix matmul variant.
 pub fn catalog(head_dims: &[usize]) -> Vec<KernelKey> {
     let mut v = Vec::new();
     for precision in [Precision::F32, Precision::F16] {
@@ -142,8 +146,6 @@ pub fn catalog(head_dims: &[usize]) -> Vec<KernelKey> {
             for tile in Tile::CANDIDATES {
                 v.push(KernelKey::Matmul(MatmulKey { x: at, w: wt, y: at, epi, tile }));
             }
-            let tile = Tile::REG32;
-            v.push(KernelKey::Matmul(MatmulKey { x: Dt::F32, w: wt, y: Dt::F32, epi, tile }));
         }
         for vec4 in [false, true] {
             v.push(KernelKey::Patch(PatchKey { w: wt, y: at, vec4 }));
@@ -154,14 +156,12 @@ pub fn catalog(head_dims: &[usize]) -> Vec<KernelKey> {
             }
         }
         for subgroup in [false, true] {
-            for (x, y, inplace) in [(at, at, false), (at, at, true), (Dt::F32, Dt::F32, true)] {
-                v.push(KernelKey::Norm(NormKey { x, y, g: wt, inplace, subgroup, l2: false }));
+            for inplace in [false, true] {
+                v.push(KernelKey::Norm(NormKey { x: at, y: at, g: wt, inplace, subgroup }));
             }
-            v.push(KernelKey::Norm(NormKey { x: Dt::F32, y: Dt::F32, g: wt, inplace: true, subgroup, l2: true }));
         }
-        for pool in [false, true] {
-            v.push(KernelKey::Embed(EmbedKey { pool, tokens: at, table: wt, pooled: Dt::F32 }));
-        }
+        v.push(KernelKey::Embed(EmbedKey { tokens: at, table: wt }));
+        v.push(KernelKey::Head(HeadKey { x: at, w: wt }));
     }
     v.extend(CoopKey::all().into_iter().map(KernelKey::MatmulCoop));
     v.sort();

@@ -32,8 +32,6 @@ pub enum Act {
     Attn,
     /// MLP hidden, `[tokens, mlp]`.
     Mlp,
-    /// One row per sequence, `[seqs, width]`.
-    Pooled,
     /// The projected embeddings, `[seqs, embed_dim]`.
     Embed,
 }
@@ -67,10 +65,12 @@ pub enum Op {
     Linear { x: Act, lin: LinearW, act: Option<Activation>, accumulate: bool, out: Act },
     /// Multi-head self-attention within each sequence, from fused q|k|v rows; scale `1/√head_dim`.
     Attention { qkv: Act, out: Act, heads: usize, head_dim: usize, causal: bool },
-    /// One row per sequence.
-    Pool { x: Act, at: PoolAt, out: Act },
-    /// Rows scaled to unit L2 norm (in place).
-    L2Normalize { x: Act },
+    /// The tower's end, per sequence: its pooled row of `x` (`at`), layernormed, projected
+    /// (`proj`, `x`'s width in, the embedding width out) and scaled to unit L2 norm (a zero
+    /// row stays zero): `out[s] = l2(proj(layernorm(x[pool row of s])))`. One op, so that a
+    /// backend may run it as one kernel (the GPU does); layernorm being per row, pooling
+    /// first is the same as HF's normalise-everything-then-pool, at a fraction of the work.
+    Head { x: Act, at: PoolAt, ln: LayerNormW, eps: f32, proj: LinearW, out: Act },
 }
 
 impl Op {
@@ -84,8 +84,7 @@ impl Op {
             Op::Linear { accumulate: true, .. } => "linear+residual",
             Op::Linear { .. } => "linear",
             Op::Attention { .. } => "attention",
-            Op::Pool { .. } => "pool",
-            Op::L2Normalize { .. } => "l2norm",
+            Op::Head { .. } => "head",
         }
     }
 
@@ -210,12 +209,7 @@ impl Program {
             ops.push(Op::Linear { x: Act::H, lin: b.fc1, act: Some(t.activation), accumulate: false, out: Act::Mlp });
             ops.push(Op::Linear { x: Act::Mlp, lin: b.fc2, act: None, accumulate: true, out: Act::X });
         }
-        // Layernorm is per row, so pooling first and normalising one row per sequence is
-        // the same as HF's normalise-everything-then-pool, at a fraction of the work.
-        ops.push(Op::Pool { x: Act::X, at, out: Act::Pooled });
-        ops.push(Op::LayerNorm { x: Act::Pooled, ln: ln_final, eps, out: Act::Pooled });
-        ops.push(Op::Linear { x: Act::Pooled, lin: proj, act: None, accumulate: false, out: Act::Embed });
-        ops.push(Op::L2Normalize { x: Act::Embed });
+        ops.push(Op::Head { x: Act::X, at, ln: ln_final, eps, proj, out: Act::Embed });
         Program {
             tower,
             ops,
@@ -225,7 +219,6 @@ impl Program {
                 (Act::Qkv, 3 * t.width, Rows::Tokens),
                 (Act::Attn, t.width, Rows::Tokens),
                 (Act::Mlp, t.mlp, Rows::Tokens),
-                (Act::Pooled, t.width, Rows::Seqs),
                 (Act::Embed, cfg.embed_dim, Rows::Seqs),
             ],
             output: Act::Embed,
