@@ -304,4 +304,22 @@ fn auto_picks_the_fastest_precision_within_the_bar_and_caches_it() {
     }
     let again = cpu::auto::choose(&t.ck.weights.params, &t.ck.config, &t.vision, &t.text);
     assert!(again.from_cache && again.precision == c.precision, "{again:?}");
+    // a choice measured at another thread count serves (and says so) instead of measuring
+    // again; one for another model does not
+    let all: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(&cache).unwrap()).unwrap();
+    assert_eq!(all.len(), 1);
+    let (key, mut entry) = all.into_iter().next().unwrap();
+    let threads = format!(" | {} threads | ", rayon::current_num_threads());
+    assert!(key.contains(&threads), "{key}");
+    entry["precision"] = "bf16".into(); // a value this machine's measurement need not give
+    let other = serde_json::json!({ key.replace(&threads, " | 999 threads | "): entry.clone() });
+    std::fs::write(&cache, serde_json::to_vec(&other).unwrap()).unwrap();
+    let borrowed = cpu::auto::choose(&t.ck.weights.params, &t.ck.config, &t.vision, &t.text);
+    assert!(borrowed.from_cache && borrowed.precision == "bf16", "{borrowed:?}");
+    assert!(borrowed.reason.ends_with("(measured at 999 threads)"), "{}", borrowed.reason);
+    let foreign = serde_json::json!({ key.replace(&threads, " | 999 threads | ").replace(" | clip-wgpu ", " | x | clip-wgpu "): entry });
+    std::fs::write(&cache, serde_json::to_vec(&foreign).unwrap()).unwrap();
+    let measured = cpu::auto::choose(&t.ck.weights.params, &t.ck.config, &t.vision, &t.text);
+    assert!(!measured.from_cache, "{measured:?}");
 }

@@ -3,7 +3,9 @@
 //! (each precision's weights prepared, a batch of synthetic images and of texts encoded, timed
 //! and compared with f32) and cached on disk, keyed by the CPU (vendor, family/model, the
 //! features the kernels use), the kernel level, the thread count, the model's shape and a
-//! fingerprint of its weights, and this crate's version.
+//! fingerprint of its weights, and this crate's version. A choice measured at another thread
+//! count on the same CPU, level and model serves a process that finds none for its own (each
+//! of N one-thread workers, a Ray actor say, would otherwise measure for seconds at start-up).
 //!
 //! Cache file: `$CLIP_WGPU_CPU_TUNE_CACHE` if set, else `$XDG_CACHE_HOME/clip-wgpu/cpu-precision.json`
 //! or `~/.cache/clip-wgpu/cpu-precision.json`. An unreadable or unwritable cache only means
@@ -130,6 +132,13 @@ fn key(params: &Params, cfg: &ClipConfig, programs: &[&Program], isa: Isa) -> St
     )
 }
 
+/// A cache key without its thread count. The precisions' ranking is a property of the CPU's
+/// kernels more than of the thread count (on the Xeon 6/207 without AMX: int8, f32, bf16 at
+/// both 1 and 2 threads), and measuring again costs seconds per process.
+fn without_threads(key: &str) -> String {
+    key.split(" | ").filter(|s| !s.ends_with(" threads")).collect::<Vec<_>>().join(" | ")
+}
+
 fn read_cache(path: &PathBuf) -> std::collections::BTreeMap<String, AutoChoice> {
     std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
 }
@@ -155,8 +164,15 @@ pub fn choose(params: &Params, cfg: &ClipConfig, vision: &Program, text: &Progra
     let key = key(params, cfg, &[vision, text], isa);
     let path = cache_path();
     if let Some(p) = &path {
-        if let Some(c) = read_cache(p).remove(&key) {
+        let mut all = read_cache(p);
+        if let Some(c) = all.remove(&key) {
             return AutoChoice { from_cache: true, cache: p.display().to_string(), ..c };
+        }
+        let bare = without_threads(&key);
+        if let Some((k, c)) = all.into_iter().find(|(k, _)| without_threads(k) == bare) {
+            let threads = k.split(" | ").find(|s| s.ends_with(" threads")).unwrap_or("another thread count");
+            let reason = format!("{} (measured at {threads})", c.reason);
+            return AutoChoice { from_cache: true, cache: p.display().to_string(), reason, ..c };
         }
     }
     let mut choice = measure(params, cfg, vision, text, isa);
