@@ -1,9 +1,11 @@
 //! [`Family`]: everything the engine needs of one kernel family, implemented by the family's
 //! key in its own file (`matmul.rs`, `attention.rs`, …): the WGSL source and header, the
 //! bindings (declared once, as [`Slot`]s), which buffers an op binds to them
-//! ([`Family::resources`]), its uniform block and dispatch shape ([`Family::launch`]).
+//! ([`Family::resources`]), its uniform block and dispatch shape ([`Family::launch`]), and
+//! what shapes it refuses ([`Family::check`]).
 //! The executor only walks the program.
 
+use super::types::GpuError;
 use super::wgsl::{generate, Header, Slot, Uniform};
 use crate::model::{Act, Op, ParamId, Program, Rows, Seqs, VisionConfig};
 
@@ -70,6 +72,11 @@ pub trait Family: Copy {
     fn resources(&self, op: &Op) -> Vec<Res>;
     /// The uniform block and the dispatch shape of `op` on a chunk.
     fn launch(&self, op: &Op, chunk: &Chunk) -> (Self::Params, [u32; 3]);
+    /// `op` of `program` is a shape this variant can run (checked at engine build, beside the
+    /// bindings): an error naming the op and the limit otherwise. Most families take any.
+    fn check(&self, _op: &Op, _program: &Program) -> Result<(), GpuError> {
+        Ok(())
+    }
     /// The variant's WGSL.
     fn source(&self) -> String {
         generate(Self::WGSL, &self.header().bind(&self.slots()))

@@ -39,21 +39,6 @@ uniform!(
     HeadParams { w: u32, d: u32, last: u32, eps: f32, has_bias: u32, _pad0: u32, _pad1: u32, _pad2: u32 }
 );
 
-/// The head of `op` can run here: its token rows fit the kernel's workgroup memory and the
-/// projection's input width is a multiple of 4 (vec4 loads; every CLIP width is).
-pub fn check(op: &Op, program: &Program) -> Result<(), GpuError> {
-    let Op::Head { x, proj, .. } = *op else { return Ok(()) };
-    let w = program.width(x);
-    if w > MAX_WIDTH || !w.is_multiple_of(4) || proj.n_in != w {
-        return Err(GpuError::Unsupported(format!(
-            "the {:?} tower's head: token rows {w} wide (projection {}×{}); the GPU kernel takes rows \
-             of at most {MAX_WIDTH}, a multiple of 4, equal to the projection's input",
-            program.tower, proj.n_out, proj.n_in
-        )));
-    }
-    Ok(())
-}
-
 impl Family for HeadKey {
     type Params = HeadParams;
     const FILE: &'static str = "head.wgsl";
@@ -95,6 +80,20 @@ impl Family for HeadKey {
         };
         (p, [chunk.seqs.count() as u32, 1, 1])
     }
+    /// The token rows fit the kernel's workgroup memory and the projection's input width is a
+    /// multiple of 4 (vec4 loads; every CLIP width is).
+    fn check(&self, op: &Op, program: &Program) -> Result<(), GpuError> {
+        let Op::Head { x, proj, .. } = *op else { wrong_op("head", op) };
+        let w = program.width(x);
+        if w > MAX_WIDTH || !w.is_multiple_of(4) || proj.n_in != w {
+            return Err(GpuError::Unsupported(format!(
+                "the {:?} tower's head: token rows {w} wide (projection {}×{}); the GPU kernel takes rows \
+                 of at most {MAX_WIDTH}, a multiple of 4, equal to the projection's input",
+                program.tower, proj.n_out, proj.n_in
+            )));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -119,7 +118,7 @@ mod tests {
     fn rows_wider_than_the_workgroup_memory_are_refused() {
         for (w, ok) in [(768, true), (1664, true), (MAX_WIDTH, true), (MAX_WIDTH + 4, false), (770, false)] {
             let p = program(w);
-            let r = check(&p.ops[0], &p);
+            let r = HeadKey { x: Dt::F32, w: Dt::F32 }.check(&p.ops[0], &p);
             assert_eq!(r.is_ok(), ok, "width {w}: {r:?}");
             if let Err(e) = r {
                 assert!(e.to_string().contains(&format!("token rows {w} wide")), "{e}");

@@ -73,11 +73,11 @@ impl Resources {
 
     /// Every op of `program` can be bound: a parameter split across bindings (larger than
     /// one binding may be) only where the op's kernel binds parts, and in no more parts
-    /// than it has bindings for; and the head kernel holds the tower's rows.
+    /// than it has bindings for; and every op is a shape its variant runs ([`KernelKey::check`]).
     pub fn check_bindings(&self, program: &Program, keys: &[KernelKey], params: &Params) -> Result<(), GpuError> {
         let w = &self.weights;
         for (op, key) in program.ops.iter().zip(keys) {
-            super::head::check(op, program)?;
+            key.check(op, program)?;
             for r in key.resources(op) {
                 let (id, allowed) = match r {
                     Res::Param(id) | Res::OptParam(Some(id)) => (id, 1),

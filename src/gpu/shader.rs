@@ -11,9 +11,9 @@ use super::matmul::{self, MatmulKey, Tile};
 use super::matmul_coop::{self, CoopKey};
 use super::norm::{self, NormKey};
 use super::patch::{self, PatchKey};
-use super::types::Precision;
+use super::types::{GpuError, Precision};
 use super::wgsl::{Field, Slot, Uniform, EPILOGUE_WGSL};
-use crate::model::{Epilogue, Op};
+use crate::model::{Epilogue, Op, Program};
 
 pub use super::wgsl::{generate, preprocess, Binding, Header};
 
@@ -100,6 +100,10 @@ impl KernelKey {
     /// What `op` binds to each slot.
     pub fn resources(&self, op: &Op) -> Vec<Res> {
         each!(self, k => k.resources(op))
+    }
+    /// `op` of `program` is a shape this variant can run ([`Family::check`]).
+    pub fn check(&self, op: &Op, program: &Program) -> Result<(), GpuError> {
+        each!(self, k => k.check(op, program))
     }
     /// The uniform block (bytes) and dispatch shape of `op` on a chunk.
     pub fn launch(&self, op: &Op, chunk: &Chunk) -> (Vec<u8>, [u32; 3]) {
