@@ -120,31 +120,25 @@ fn case(key: &KernelKey, rng: &mut Rng) -> Option<Case> {
     let mut cfg = base_cfg();
     let tiny_text = texts(&LENS, cfg.text.vocab_size, rng);
     let mut opts = GpuOptions::default();
-    // The precision from the weights' type; the rows from the input's: per-sequence rows are
-    // f32 at both precisions, per-token rows in the token type.
-    let rows_of = |w: Dt, x: Dt| -> (Precision, Rows) {
-        let p = if w == Dt::F16 { Precision::F16 } else { Precision::F32 };
-        (p, if x == p.tokens() { Rows::Tokens } else { Rows::Seqs })
-    };
     let (precision, prog, init, out, texts_in, pixels) = match *key {
         KernelKey::MatmulCoop(_) => return None,
-        KernelKey::Matmul(MatmulKey { x, w, y: _, epi, tile }) => {
-            let (p, rows) = rows_of(w, x);
+        KernelKey::Matmul(MatmulKey { w, epi, tile, .. }) => {
+            let p = precision_of(w);
             opts.tiles = Tiles::Force(tile);
-            let (prog, init) = matmul_case(&mut params, p, rows, epi, &LENS, (38, 72), rng);
+            let (prog, init) = matmul_case(&mut params, p, epi, &LENS, (38, 72), rng);
             (p, prog, init, Act::Mlp, tiny_text, vec![])
         }
         KernelKey::Patch(PatchKey { w, vec4, .. }) => {
             // One patch/image size per variant; `patch_embedding_at_every_patch_and_image_size`
             // runs the others.
-            let p = if w == Dt::F16 { Precision::F16 } else { Precision::F32 };
+            let p = precision_of(w);
             let (patch, image) = if vec4 { (16, 224) } else { (14, 336) };
             let (c, prog, px) = patch_case(&mut params, &mut cfg, p, patch, image, 2, rng);
             cfg = c;
             (p, prog, vec![], Act::X, vec![], px)
         }
         KernelKey::Attention(a) => {
-            let p = if a.qkv == Dt::F16 { Precision::F16 } else { Precision::F32 };
+            let p = precision_of(a.qkv);
             let (heads, hd) = (2, a.hd4 as usize * 4);
             let width = heads * hd;
             let lens = [197, 257, 5];
@@ -155,23 +149,21 @@ fn case(key: &KernelKey, rng: &mut Rng) -> Option<Case> {
             let t = texts(&lens, cfg.text.vocab_size, rng);
             (p, prog, init, Act::Attn, t, vec![])
         }
-        KernelKey::Norm(NormKey { x, g, inplace, subgroup, .. }) => {
-            let (p, rows) = rows_of(g, x);
+        KernelKey::Norm(NormKey { g, inplace, subgroup, .. }) => {
+            let p = precision_of(g);
             opts.subgroups = subgroup;
             let w = 200;
-            let m: usize = LENS.iter().sum();
             let gamma = params.push("g", vec![w], stored(rng.vec(w, 1.0), g));
             let beta = params.push("b", vec![w], stored(rng.vec(w, 0.5), g));
             let ln = LayerNormW { gamma, beta };
             let out = if inplace { Act::X } else { Act::H };
             let op = Op::LayerNorm { x: Act::X, ln, eps: 1e-5, out };
-            let prog = program(vec![op], vec![(Act::X, w, rows), (Act::H, w, rows)]);
-            // rows with an offset, so that mean and variance matter
-            let v: Vec<f32> = rng.vec(m * w, 2.0).iter().enumerate().map(|(i, x)| x + (i / w) as f32 * 0.1).collect();
+            let prog = program(vec![op], vec![(Act::X, w, Rows::Tokens), (Act::H, w, Rows::Tokens)]);
+            let v = offset_rows(LENS.iter().sum(), w, rng);
             (p, prog, vec![(Act::X, stored(v, p.tokens()))], out, tiny_text, vec![])
         }
         KernelKey::Embed(EmbedKey { table, .. }) => {
-            let p = if table == Dt::F16 { Precision::F16 } else { Precision::F32 };
+            let p = precision_of(table);
             let w = 32;
             let vocab = cfg.text.vocab_size;
             let t = params.push("token", vec![vocab, w], stored(rng.vec(vocab * w, 1.0), table));
@@ -181,18 +173,31 @@ fn case(key: &KernelKey, rng: &mut Rng) -> Option<Case> {
             (p, prog, vec![], Act::X, tiny_text, vec![])
         }
         KernelKey::Head(HeadKey { x, w: wt }) => {
-            let (p, _) = rows_of(wt, x);
-            let (tokens, w, d): (usize, usize, usize) = (LENS.iter().sum(), 200, 300);
+            let p = precision_of(wt);
+            let (w, d) = (200, 300);
             let at = if rng.next() > 0.0 { PoolAt::Last } else { PoolAt::First };
             let op = head_op(&mut params, p, (w, d), wt == Dt::F32, at, rng);
             let prog = program(vec![op], vec![(Act::X, w, Rows::Tokens), (Act::Embed, d, Rows::Seqs)]);
-            // rows with an offset, so that the layernorm's mean matters
-            let v: Vec<f32> =
-                rng.vec(tokens * w, 2.0).iter().enumerate().map(|(i, x)| x + (i / w) as f32 * 0.1).collect();
+            let v = offset_rows(LENS.iter().sum(), w, rng);
             (p, prog, vec![(Act::X, stored(v, x))], Act::Embed, tiny_text, vec![])
         }
     };
     Some(Case { label: key.name(), cfg, params, program: prog, precision, pixels, texts: texts_in, init, out, opts })
+}
+
+/// The precision whose weights are stored as `dt`.
+fn precision_of(dt: Dt) -> Precision {
+    if dt == Dt::F16 {
+        Precision::F16
+    } else {
+        Precision::F32
+    }
+}
+
+/// `m` random rows of `w`, row `r` offset by `0.1·r`, so that a layernorm's mean and variance
+/// matter.
+fn offset_rows(m: usize, w: usize, rng: &mut Rng) -> Vec<f32> {
+    rng.vec(m * w, 2.0).iter().enumerate().map(|(i, x)| x + (i / w) as f32 * 0.1).collect()
 }
 
 /// A head op over `w`-wide token rows `Act::X` into `d`-wide embeddings `Act::Embed`:
@@ -208,12 +213,11 @@ fn head_op(params: &mut Params, p: Precision, (w, d): (usize, usize), bias: bool
     Op::Head { x: Act::X, at, ln: LayerNormW { gamma, beta }, eps: 1e-5, proj, out: Act::Embed }
 }
 
-/// A one-linear-layer program: `n × k` weights in the storage type of `p`, X of `rows` (the
-/// token rows of `lens`, or one row per sequence) and, with `accumulate`, an old Y.
+/// A one-linear-layer program: `n × k` weights in the storage type of `p`, X of the token rows
+/// of `lens` and, with `accumulate`, an old Y.
 fn matmul_case(
     params: &mut Params,
     p: Precision,
-    rows: Rows,
     epi: model::Epilogue,
     lens: &[usize],
     (n, k): (usize, usize),
@@ -223,17 +227,14 @@ fn matmul_case(
     let weight = params.push("w", vec![n, k], stored(rng.vec(n * k, 0.3), w));
     let bias = epi.bias.then(|| params.push("b", vec![n], stored(rng.vec(n, 0.5), w)));
     let lin = LinearW { weight, bias, n_in: k, n_out: n };
-    let m = match rows {
-        Rows::Tokens => lens.iter().sum(),
-        Rows::Seqs => lens.len(),
-    };
-    let dt = if rows == Rows::Tokens { p.tokens() } else { Dt::F32 };
+    let m: usize = lens.iter().sum();
+    let dt = p.tokens();
     let mut init = vec![(Act::H, stored(rng.vec(m * k, 1.0), dt))];
     if epi.accumulate {
         init.push((Act::Mlp, stored(rng.vec(m * n, 1.0), dt)));
     }
     let op = Op::Linear { x: Act::H, lin, act: epi.act, accumulate: epi.accumulate, out: Act::Mlp };
-    (program(vec![op], vec![(Act::H, k, rows), (Act::Mlp, n, rows)]), init)
+    (program(vec![op], vec![(Act::H, k, Rows::Tokens), (Act::Mlp, n, Rows::Tokens)]), init)
 }
 
 /// A patch-embedding program: `images` images of `image`² pixels, patches of `patch`², width 32.
@@ -360,7 +361,7 @@ fn every_tile_on_ragged_multi_block_shapes() {
         for tile in Tile::CANDIDATES {
             let epi = model::Epilogue { bias: true, act: Some(model::Activation::QuickGelu), accumulate: true };
             let mut params = Params::default();
-            let (prog, init) = matmul_case(&mut params, p, Rows::Tokens, epi, &lens, (200, 136), &mut rng);
+            let (prog, init) = matmul_case(&mut params, p, epi, &lens, (200, 136), &mut rng);
             let c = Case {
                 label: format!("{tile} {p} 281×200×136"),
                 cfg: base_cfg(),
