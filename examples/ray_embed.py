@@ -1,8 +1,10 @@
 """Embed a directory of WebDataset shards with clip-wgpu on Ray Data, and write Parquet.
 
-Each shard is read as one binary file; a pool of actors (``--concurrency N``: ``ActorPoolStrategy(size=N)``), each holding one
-``clip_wgpu.Clip`` for its lifetime, splits shards into samples (grouped by key, as
-``webdataset`` does), embeds their images and writes rows with the schema of
+The dataset is the list of shard paths (``ray.data.from_items``); a pool of actors
+(``--concurrency N``: ``ActorPoolStrategy(size=N)``), each holding one ``clip_wgpu.Clip`` for its
+lifetime, reads its shards itself (through ``pyarrow.fs``: local paths, ``s3://``, ``gs://``),
+splits them into samples (grouped by key, as ``webdataset`` does), embeds their images and
+writes rows with the schema of
 ``clip-wgpu embed --format parquet``: ``input`` (the sample's key), ``kind``, ``shard``,
 ``caption``, ``embedding`` (fixed_size_list<float32>[D]). Samples whose image cannot be used
 are left out and reported on stderr.
@@ -44,8 +46,14 @@ class Embedder:
         import clip_wgpu
 
         keys, shards, captions, images = [], [], [], []
-        for data, path in zip(batch["bytes"], batch["path"]):
-            for key, image, caption in clip_wgpu.read_webdataset(bytes(data), name=path):
+        for path in batch["path"]:
+            path = str(path)
+            try:
+                data = read_file(path)
+            except OSError as e:  # reported like a bad sample; the other shards still count
+                print(f"ray_embed: {path}: cannot read: {e}", file=sys.stderr)
+                continue
+            for key, image, caption in clip_wgpu.read_webdataset(data, name=path):
                 keys.append(key)
                 shards.append(path)
                 captions.append(caption)
@@ -69,6 +77,35 @@ class Embedder:
                 "embedding": pa.FixedSizeListArray.from_arrays(values, d),
             }
         )
+
+
+def read_file(uri):
+    """The bytes of a local path or a pyarrow file system URI (s3://, gs://, file://)."""
+    import pyarrow.fs as pafs
+
+    fs, path = pafs.FileSystem.from_uri(uri) if "://" in uri else (pafs.LocalFileSystem(), os.path.abspath(uri))
+    with fs.open_input_stream(path) as f:
+        return f.read()
+
+
+def list_shards(uri):
+    """The ``.tar`` files under a directory (local or a URI), sorted, as paths or URIs."""
+    import pyarrow.fs as pafs
+
+    if "://" in uri:
+        fs, root = pafs.FileSystem.from_uri(uri)
+        scheme = uri.split("://", 1)[0]
+        join = lambda p: f"{scheme}://{p}"
+    else:
+        fs, root = pafs.LocalFileSystem(), os.path.abspath(uri)
+        join = lambda p: p
+    info = fs.get_file_info(root)
+    if info.type == pafs.FileType.File:
+        return [join(root)]
+    if info.type != pafs.FileType.Directory:
+        raise SystemExit(f"ray_embed: {uri}: no such file or directory")
+    found = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+    return sorted(join(f.path) for f in found if f.type == pafs.FileType.File and f.path.endswith(".tar"))
 
 
 def write_stats(directory, rows):
@@ -103,7 +140,8 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=None,
                    help="engine threads per actor (default: --num-cpus, the CPUs Ray reserves for it, so N actors "
                         "on a node do not oversubscribe its cores; 0: one per core)")
-    p.add_argument("--shards-per-batch", type=int, default=1, help="shards an actor embeds per call")
+    p.add_argument("--shards-per-batch", type=int, default=2,
+                   help="shards an actor embeds per call (fewer calls: less of Ray's per-task work)")
     p.add_argument("--stats", default=None, help="a directory where each actor writes its peak memory")
     p.add_argument("--address", default=None, help="a Ray cluster (default: $RAY_ADDRESS, else a local instance)")
     a = p.parse_args(argv)
@@ -116,7 +154,12 @@ def main(argv=None):
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     start = time.perf_counter()
-    ds = ray.data.read_binary_files(a.shards, include_paths=True, file_extensions=["tar"], num_cpus=0.1)
+    shards = list_shards(a.shards)
+    if not shards:
+        raise SystemExit(f"ray_embed: no .tar shards under {a.shards}")
+    # the paths only: each actor reads its shards, so no read task (a worker process and a
+    # copy through the object store per shard) runs beside the actors
+    ds = ray.data.from_items([{"path": s} for s in shards])
     ds = ds.map_batches(
         Embedder,
         fn_constructor_args=(a.model, a.device, a.precision, a.threads, a.stats),

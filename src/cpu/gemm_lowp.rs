@@ -291,16 +291,27 @@ impl PackedLowp {
                     continue;
                 }
                 let row = &w[o * k..(o + 1) * k];
-                for (i, &v) in row.iter().enumerate() {
-                    let l = &mut pan[i / pg].0;
-                    let at = 4 * c + (i % pg) * (4 / pg);
-                    match kind {
-                        Kind::Bf16 => l[at..at + 2].copy_from_slice(&half::bf16::from_f32(v).to_bits().to_le_bytes()),
-                        Kind::Int8 => {
-                            let q = quantise(v, 1.0 / scale[o], qm);
-                            *csum += q as i32;
-                            l[at] = q as u8;
+                // line g holds values g·pg .. g·pg+pg of every column, column c at byte 4·c
+                match kind {
+                    Kind::Bf16 => {
+                        for (line, vals) in pan.iter_mut().zip(row.chunks(pg)) {
+                            for (j, &v) in vals.iter().enumerate() {
+                                let at = 4 * c + 2 * j;
+                                line.0[at..at + 2].copy_from_slice(&half::bf16::from_f32(v).to_bits().to_le_bytes());
+                            }
                         }
+                    }
+                    Kind::Int8 => {
+                        let inv = 1.0 / scale[o];
+                        let mut sum = 0i32;
+                        for (line, vals) in pan.iter_mut().zip(row.chunks(pg)) {
+                            for (j, &v) in vals.iter().enumerate() {
+                                let q = quantise(v, inv, qm);
+                                sum += q as i32;
+                                line.0[4 * c + j] = q as u8;
+                            }
+                        }
+                        *csum = sum;
                     }
                 }
             }
@@ -340,9 +351,16 @@ impl PackedLowp {
     }
 }
 
+/// `round(v·inv_scale)` (halves away from zero, as `f32::round`) clamped to ±`qmax` (a whole
+/// number below 128). Written with a truncating conversion instead of `f32::round`, which the
+/// baseline x86-64 target compiles to a call of libm's `roundf` per value (most of the weights'
+/// packing time at load): `x − trunc(x)` is exact for |x| ≤ 128.
 #[inline]
 fn quantise(v: f32, inv_scale: f32, qmax: f32) -> i8 {
-    (v * inv_scale).round().clamp(-qmax, qmax) as i8
+    let x = (v * inv_scale).clamp(-qmax, qmax); // NaN stays NaN, and converts to 0 below
+    let t = x as i32;
+    let f = x - t as f32;
+    (t + (f >= 0.5) as i32 - (f <= -0.5) as i32) as i8
 }
 
 /// The activations converted for the kernels: `rows` (m padded to 32) rows of `kpad` values,
@@ -1028,6 +1046,21 @@ unsafe fn portable_task(t: &Task, r0: usize, r1: usize, q0: usize, q1: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quantise_rounds_as_f32_round_and_clamps() {
+        // ties both ways, values just beside them, the clamp, zero, NaN, and a sweep
+        let mut vals = vec![0.5f32, -0.5, 1.5, -1.5, 2.5, 126.5, -126.5, 127.49, 127.5, 200.0, -1e9, 0.0, -0.0];
+        vals.extend([0.5f32, 1.5, -2.5].iter().flat_map(|&v: &f32| [v.next_up(), v.next_down()]));
+        vals.extend((-3000..=3000).map(|i| i as f32 * 0.0437));
+        for v in vals {
+            let want = v.round().clamp(-127.0, 127.0) as i8;
+            assert_eq!(quantise(v, 1.0, 127.0), want, "quantise({v})");
+        }
+        assert_eq!(quantise(f32::NAN, 1.0, 127.0), 0);
+        assert_eq!(quantise(100.0, 1.0, 63.0), 63);
+        assert_eq!(quantise(-63.5, 1.0, 63.0), -63);
+    }
 
     /// The exact result of the converted operands, in f64.
     fn reference(a: &Converted, w: &PackedLowp, m: usize, unsigned: bool) -> Vec<f64> {
