@@ -96,31 +96,58 @@ impl Strided<'_> {
 /// Single-threaded `y[m, n] = a[m, k] · b[n, k]ᵀ` (if `b_transposed`) or `a · b[k, n]`, on
 /// strided views; `y` is dense `m×n`. For the small per-head products of attention.
 pub fn small_matmul(y: &mut [f32], a: Strided, b: Strided, b_transposed: bool) {
+    let (m, n) = shape(a, b, b_transposed);
+    assert!(y.len() >= m * n, "small_matmul: y too small");
+    // SAFETY: y holds m·n values (asserted), dense (row stride n), and is borrowed mutably,
+    // so it aliases neither input.
+    unsafe { small_matmul_into(y.as_mut_ptr(), n, a, b, b_transposed) }
+}
+
+/// The product's `(m, n)`, after checking the views and their inner dimensions.
+fn shape(a: Strided, b: Strided, b_transposed: bool) -> (usize, usize) {
     a.check("small_matmul a");
     b.check("small_matmul b");
-    let (m, k) = (a.rows, a.cols);
     let n = if b_transposed { b.rows } else { b.cols };
     let kb = if b_transposed { b.cols } else { b.rows };
-    assert_eq!(k, kb, "small_matmul: inner dimensions differ");
-    assert!(y.len() >= m * n, "small_matmul: y too small");
-    if m == 0 || n == 0 || k == 0 {
-        y[..m * n].fill(0.0);
+    assert_eq!(a.cols, kb, "small_matmul: inner dimensions differ");
+    (a.rows, n)
+}
+
+/// [`small_matmul`] into rows of `y` `y_stride` values apart (the `m×n` product written at
+/// `y[i·y_stride + j]`): attention writes each head's output straight into its columns of
+/// the output rows.
+///
+/// # Safety
+/// `y[i·y_stride + j]` for `i < m`, `j < n` must be valid for writes, not read or written by
+/// anyone else during the call, and not overlap `a` or `b`; `y_stride ≥ n`.
+pub unsafe fn small_matmul_into(y: *mut f32, y_stride: usize, a: Strided, b: Strided, b_transposed: bool) {
+    let (m, n) = shape(a, b, b_transposed);
+    let k = a.cols;
+    debug_assert!(y_stride >= n || m <= 1);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        for i in 0..m {
+            // SAFETY: row i's n values are the caller's (contract above).
+            unsafe { std::ptr::write_bytes(y.add(i * y_stride), 0, n) };
+        }
         return;
     }
     // (row stride, column stride) of the k×n right operand
     let (rhs_rs, rhs_cs) = if b_transposed { (1isize, b.row_stride as isize) } else { (b.row_stride as isize, 1) };
-    // SAFETY: `check` guarantees every addressed element of `a` and `b` is in bounds:
-    // a is m×k with row stride a.row_stride; the right operand is k×n read from `b` with the
-    // strides above (b is n×k or k×n with row stride b.row_stride). y is m×n dense, checked
-    // above, and borrowed mutably, so it aliases neither input.
+    // SAFETY: `check` (in `shape`) guarantees every addressed element of `a` and `b` is in
+    // bounds: a is m×k with row stride a.row_stride; the right operand is k×n read from `b`
+    // with the strides above. y's m×n elements at row stride y_stride are the caller's alone
+    // (contract above). read_dst is false: y is written, not read.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            y.as_mut_ptr(),
+            y,
             1,
-            n as isize,
+            y_stride as isize,
             false,
             a.data.as_ptr(),
             1,

@@ -601,7 +601,12 @@ pub fn matmul(
     }
     let a = convert(x, m, w, engine);
     let yp = SendPtr(y.as_mut_ptr());
-    let ep = Epilogue { act, accumulate, sub128: engine.unsigned(w.kind) };
+    let ep = Epilogue {
+        act,
+        accumulate,
+        sub128: engine.unsigned(w.kind),
+        zmm: matches!(engine, Engine::Amx | Engine::Avx512),
+    };
     for_each_tile(m, w.np / 2, m * n * k, engine.rows(), MC, |r0, r1, q0, q1| {
         // SAFETY: tasks own disjoint tiles (rows r0..r1 × columns 32·q0..32·q1) of y (m·n
         // values, asserted); `a` holds m rounded up to 32 rows of kpad values (`convert`),
@@ -661,15 +666,18 @@ struct Epilogue {
     accumulate: bool,
     /// int8 through u8×s8 instructions: subtract 128·Σq_w from each column
     sub128: bool,
+    /// the engine implies AVX-512F: the epilogue runs on 16 lanes at a time
+    zmm: bool,
 }
 
 /// The epilogue of a `rows×32` block of raw sums held in `buf` (row stride 32 values; i32
 /// for int8, f32 bits for bf16) for rows `r..r+rows` and panel pair `q` of y:
-/// `s_x·s_w·v + b`, activated, or added to what is there. AVX2 where `avx2`, else plain Rust.
+/// `s_x·s_w·v + b`, activated, or added to what is there. AVX-512 where the engine implies it
+/// (`ep.zmm`), else AVX2 where `avx2`, else plain Rust.
 ///
 /// # Safety
-/// AVX2+FMA if `avx2`; `buf` holds `rows·32` values; rows `r..r+rows` (< m) and pair q's
-/// columns of y are this task's.
+/// AVX2+FMA if `avx2`, AVX-512F if `t.ep.zmm`; `buf` holds `rows·32` values; rows
+/// `r..r+rows` (< m) and pair q's columns of y are this task's.
 unsafe fn finish_block(avx2: bool, buf: *const i32, rows: usize, t: &Task, r: usize, q: usize) {
     let w = t.w;
     for i in 0..rows {
@@ -683,6 +691,11 @@ unsafe fn finish_block(avx2: bool, buf: *const i32, rows: usize, t: &Task, r: us
             let cols = (t.n - c0).min(NR);
             let sx = *t.a.scale.get_unchecked(r + i);
             let (sw, cs, bias) = (w.scale.as_ptr().add(c0), w.colsum.as_ptr().add(c0), w.bias.as_ptr().add(c0));
+            #[cfg(target_arch = "x86_64")]
+            if t.ep.zmm {
+                finish16_avx512(v, w.kind, dst, cols, sx, sw, cs, bias, t.ep);
+                continue;
+            }
             #[cfg(target_arch = "x86_64")]
             if avx2 {
                 finish16_avx2(v, w.kind, dst, cols, sx, sw, cs, bias, t.ep);
@@ -759,6 +772,45 @@ unsafe fn finish16_avx2(
     if cols < NR {
         std::ptr::copy_nonoverlapping(tmp.as_ptr(), dst, cols);
     }
+}
+
+/// [`finish16_avx2`] on one `zmm` (the same operations per lane, so the same bits), the
+/// partial columns through a write mask instead of a stack copy.
+///
+/// # Safety
+/// AVX-512F; `v`, `sw`, `cs`, `bias` 16 values each; `dst` addresses `cols` values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn finish16_avx512(
+    v: *const i32,
+    kind: Kind,
+    dst: *mut f32,
+    cols: usize,
+    sx: f32,
+    sw: *const f32,
+    cs: *const i32,
+    bias: *const f32,
+    ep: Epilogue,
+) {
+    let mask: __mmask16 = if cols >= NR { 0xffff } else { (1u16 << cols) - 1 };
+    let raw = _mm512_loadu_si512(v as *const __m512i);
+    let mut f = match kind {
+        Kind::Bf16 => _mm512_castsi512_ps(raw),
+        Kind::Int8 => {
+            let raw = if ep.sub128 {
+                _mm512_sub_epi32(raw, _mm512_slli_epi32::<7>(_mm512_loadu_si512(cs as *const __m512i)))
+            } else {
+                raw
+            };
+            _mm512_mul_ps(_mm512_cvtepi32_ps(raw), _mm512_mul_ps(_mm512_set1_ps(sx), _mm512_loadu_ps(sw)))
+        }
+    };
+    if ep.accumulate {
+        f = _mm512_add_ps(f, _mm512_maskz_loadu_ps(mask, dst));
+    }
+    f = simd::act512(_mm512_add_ps(f, _mm512_loadu_ps(bias)), ep.act);
+    _mm512_mask_storeu_ps(dst, mask, f);
 }
 
 /// The epilogue buffer of one microkernel block: up to [`MAX_MR`] rows × 32 values.

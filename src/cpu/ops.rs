@@ -3,8 +3,9 @@
 
 use rayon::prelude::*;
 
-use super::gemm::{small_matmul, Strided};
+use super::gemm::{self, small_matmul, Strided};
 use super::simd;
+use super::tiles::SendPtr;
 use crate::model::{Activation, PoolAt, Seqs};
 
 /// `out[r] = (x[r] - mean) / sqrt(var + eps) · gamma + beta` per row of width `w`
@@ -91,39 +92,43 @@ pub fn attention(qkv: &[f32], out: &mut [f32], seqs: &Seqs, heads: usize, hd: us
     attention_isa(qkv, out, seqs, heads, hd, causal, false)
 }
 
-/// [`attention`], with the AVX2+FMA softmax when `avx2`.
+/// [`attention`], with the AVX2+FMA softmax when `avx2`. Each job writes its head's output
+/// straight into its columns of the output rows (no per-job output buffer, no copy after),
+/// and each rayon task reuses one scores buffer for all its jobs.
 pub fn attention_isa(qkv: &[f32], out: &mut [f32], seqs: &Seqs, heads: usize, hd: usize, causal: bool, avx2: bool) {
     let width = heads * hd;
     let scale = 1.0 / (hd as f32).sqrt();
+    // the writes below rely on these: sequences in order, disjoint, inside `out`
+    let ends = seqs.offsets.iter().zip(&seqs.lens).map(|(o, l)| o + l);
+    assert!(
+        ends.clone().zip(seqs.offsets.iter().skip(1)).all(|(end, next)| end <= *next)
+            && ends.clone().next_back().is_none_or(|end| end * width <= out.len()),
+        "attention: sequences overlap or lie outside the output"
+    );
     let jobs: Vec<(usize, usize)> = (0..seqs.count()).flat_map(|s| (0..heads).map(move |h| (s, h))).collect();
-    let results: Vec<Vec<f32>> = jobs
-        .par_iter()
-        .map(|&(s, h)| {
-            let (off, len) = (seqs.offsets[s], seqs.lens[s]);
-            let view = |part: usize| Strided {
-                data: &qkv[off * 3 * width + part * width + h * hd..],
-                rows: len,
-                cols: hd,
-                row_stride: 3 * width,
-            };
-            let mut p = vec![0f32; len * len];
-            small_matmul(&mut p, view(0), view(1), true);
-            for (i, row) in p.chunks_mut(len).enumerate() {
-                let end = if causal { i + 1 } else { len };
-                simd::softmax_row(row, end, scale, avx2);
-            }
-            let mut o = vec![0f32; len * hd];
-            small_matmul(&mut o, Strided { data: &p, rows: len, cols: len, row_stride: len }, view(2), false);
-            o
-        })
-        .collect();
-    for (&(s, h), o) in jobs.iter().zip(results) {
-        let off = seqs.offsets[s];
-        for i in 0..seqs.lens[s] {
-            let dst = (off + i) * width + h * hd;
-            out[dst..dst + hd].copy_from_slice(&o[i * hd..(i + 1) * hd]);
+    let dst = SendPtr(out.as_mut_ptr());
+    jobs.par_iter().for_each_init(Vec::new, |p: &mut Vec<f32>, &(s, h)| {
+        let (off, len) = (seqs.offsets[s], seqs.lens[s]);
+        let view = |part: usize| Strided {
+            data: &qkv[off * 3 * width + part * width + h * hd..],
+            rows: len,
+            cols: hd,
+            row_stride: 3 * width,
+        };
+        p.clear();
+        p.resize(len * len, 0.0);
+        small_matmul(p, view(0), view(1), true);
+        for (i, row) in p.chunks_mut(len).enumerate() {
+            let end = if causal { i + 1 } else { len };
+            simd::softmax_row(row, end, scale, avx2);
         }
-    }
+        let probs = Strided { data: p, rows: len, cols: len, row_stride: len };
+        // SAFETY: this job alone writes columns h·hd..(h+1)·hd of rows off..off+len of `out`
+        // (jobs are distinct (sequence, head) pairs, sequences' rows are disjoint, and those
+        // rows lie inside `out`: asserted above); `out` is borrowed mutably for the whole call
+        // and overlaps neither `qkv` nor the job's scores buffer.
+        unsafe { gemm::small_matmul_into(dst.get().add(off * width + h * hd), width, probs, view(2), false) };
+    });
 }
 
 /// Gathers each sequence's pooled row.

@@ -110,6 +110,84 @@ pub unsafe fn act256(x: __m256, act: Option<Activation>) -> __m256 {
     }
 }
 
+/// [`exp256`] on 16 lanes: the same operations in the same order, so each lane's result is
+/// the same bits as the AVX2 version's.
+///
+/// # Safety
+/// The CPU must have AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub unsafe fn exp512(x: __m512) -> __m512 {
+    let x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.336_55)), _mm512_set1_ps(88.376_26));
+    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(
+        x,
+        _mm512_set1_ps(std::f32::consts::LOG2_E),
+    ));
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
+    let mut p = _mm512_set1_ps(1.987_569_1e-4);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.398_199_9e-3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.333_452e-3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.166_579_6e-2));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.166_666_66));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5));
+    let r2 = _mm512_mul_ps(r, r);
+    let y = _mm512_add_ps(_mm512_fmadd_ps(p, r2, r), _mm512_set1_ps(1.0));
+    let e = _mm512_slli_epi32::<23>(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)));
+    _mm512_mul_ps(y, _mm512_castsi512_ps(e))
+}
+
+/// [`quick_gelu256`] on 16 lanes (same bits per lane).
+///
+/// # Safety
+/// The CPU must have AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub unsafe fn quick_gelu512(x: __m512) -> __m512 {
+    let e = exp512(_mm512_mul_ps(x, _mm512_set1_ps(-1.702)));
+    _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0), e))
+}
+
+/// [`gelu256`] on 16 lanes (same bits per lane).
+///
+/// # Safety
+/// The CPU must have AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub unsafe fn gelu512(x: __m512) -> __m512 {
+    let z = _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::FRAC_1_SQRT_2));
+    let az = _mm512_abs_ps(z);
+    let t = _mm512_div_ps(_mm512_set1_ps(1.0), _mm512_fmadd_ps(az, _mm512_set1_ps(0.327_591_1), _mm512_set1_ps(1.0)));
+    let mut p = _mm512_set1_ps(1.061_405_4);
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-1.453_152_1));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.421_413_7));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-0.284_496_72));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.254_829_6));
+    let erfc = _mm512_mul_ps(_mm512_mul_ps(p, t), exp512(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(az, az))));
+    let pos = _mm512_sub_ps(_mm512_set1_ps(2.0), erfc);
+    let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_setzero_ps());
+    let f = _mm512_mask_blend_ps(neg, pos, erfc);
+    _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5), x), f)
+}
+
+/// The activation of 16 lanes.
+///
+/// # Safety
+/// The CPU must have AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub unsafe fn act512(x: __m512, act: Option<Activation>) -> __m512 {
+    match act {
+        None => x,
+        Some(Activation::QuickGelu) => quick_gelu512(x),
+        Some(Activation::Gelu) => gelu512(x),
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[inline]

@@ -12,11 +12,12 @@ use rayon::prelude::*;
 /// Products below this many multiply-adds run on the calling thread.
 const PAR_MIN_WORK: usize = 1 << 20;
 
-/// A raw pointer to `y` that tasks may carry to other threads.
+/// A raw pointer to an output buffer that tasks may carry to other threads.
 #[derive(Clone, Copy)]
 pub(crate) struct SendPtr(pub(crate) *mut f32);
-// SAFETY: the pointer is only used to write disjoint tiles of `y` from different tasks
-// (see `for_each_tile`), while `y` is exclusively borrowed by the call that made it.
+// SAFETY: the pointer is only used to write disjoint parts of the buffer from different
+// tasks (the tiles of `for_each_tile`, attention's (sequence, head) columns), while the buffer
+// is exclusively borrowed by the call that made it.
 unsafe impl Send for SendPtr {}
 // SAFETY: as above.
 unsafe impl Sync for SendPtr {}
