@@ -701,7 +701,7 @@ unsafe fn finish_block(avx2: bool, buf: *const i32, rows: usize, t: &Task, r: us
                 finish16_avx2(v, w.kind, dst, cols, sx, sw, cs, bias, t.ep);
                 continue;
             }
-            let _ = avx2;
+            let _ = (avx2, t.ep.zmm); // used above on x86-64 only
             for j in 0..cols {
                 let raw = *v.add(j);
                 let mut f = match w.kind {
