@@ -404,6 +404,35 @@ mod tests {
         }
     }
 
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn zmm_activations_are_the_ymm_ones_bit_for_bit() {
+        if !(avx2() && std::is_x86_feature_detected!("avx512f")) {
+            eprintln!("SKIPPED: AVX-512F (not on this machine)");
+            return;
+        }
+        // 7994 + 6 = 500 whole vectors of 16
+        let xs: Vec<f32> =
+            (0..7994).map(|i| (i as f32 - 3997.0) / 97.0).chain([-1e4, 1e4, 0.0, -0.0, 88.5, -88.0]).collect();
+        assert_eq!(xs.len() % 16, 0);
+        for act in [None, Some(Activation::QuickGelu), Some(Activation::Gelu)] {
+            for x in xs.chunks_exact(16) {
+                let (mut y8, mut y16) = ([0f32; 16], [0f32; 16]);
+                // SAFETY: AVX2+FMA and AVX-512F checked above; x, y8, y16 hold 16 values.
+                unsafe {
+                    for h in 0..2 {
+                        let v = act256(_mm256_loadu_ps(x.as_ptr().add(8 * h)), act);
+                        _mm256_storeu_ps(y8.as_mut_ptr().add(8 * h), v);
+                    }
+                    _mm512_storeu_ps(y16.as_mut_ptr(), act512(_mm512_loadu_ps(x.as_ptr()), act));
+                }
+                for j in 0..16 {
+                    assert_eq!(y8[j].to_bits(), y16[j].to_bits(), "{act:?}({}): ymm {} zmm {}", x[j], y8[j], y16[j]);
+                }
+            }
+        }
+    }
+
     #[test]
     fn rows_match_reference() {
         for avx in [false, true] {
