@@ -9,10 +9,32 @@ use std::arch::x86_64::*;
 
 use crate::model::Activation;
 
+/// Cephes `expf`: the input's clamp, ln 2 in two parts (one exact in f32), and the degree-5
+/// polynomial's coefficients, highest first. One copy for the 8- and 16-lane versions, so that
+/// they stay the same function bit for bit.
+#[cfg(target_arch = "x86_64")]
+const EXP_MIN: f32 = -87.336_55;
+#[cfg(target_arch = "x86_64")]
+const EXP_MAX: f32 = 88.376_26;
+#[cfg(target_arch = "x86_64")]
+const LN2_HI: f32 = 0.693_359_4;
+#[cfg(target_arch = "x86_64")]
+const LN2_LO: f32 = -2.121_944_4e-4;
+#[cfg(target_arch = "x86_64")]
+const EXP_POLY: [f32; 6] = [1.987_569_1e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_66, 0.5];
+/// QuickGELU: `x·σ(1.702·x)`.
+const QUICK_GELU_SLOPE: f32 = 1.702;
+/// Abramowitz–Stegun 7.1.26: `erfc(z) ≈ t·(a1 + t·(a2 + … + t·a5))·e^(−z²)`, `t = 1/(1 + p·z)`;
+/// `AS_A` is a5 … a1 (Horner order).
+#[cfg(target_arch = "x86_64")]
+const AS_P: f32 = 0.327_591_1;
+#[cfg(target_arch = "x86_64")]
+const AS_A: [f32; 5] = [1.061_405_4, -1.453_152_1, 1.421_413_7, -0.284_496_72, 0.254_829_6];
+
 /// Scalar QuickGELU.
 #[inline]
 pub fn quick_gelu(x: f32) -> f32 {
-    x / (1.0 + (-1.702 * x).exp())
+    x / (1.0 + (-QUICK_GELU_SLOPE * x).exp())
 }
 
 /// Scalar exact GELU (libm's erf, in f64).
@@ -38,20 +60,18 @@ pub fn act_scalar(x: f32, act: Option<Activation>) -> f32 {
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 pub unsafe fn exp256(x: __m256) -> __m256 {
-    let x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.336_55)), _mm256_set1_ps(88.376_26));
+    let x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(EXP_MIN)), _mm256_set1_ps(EXP_MAX));
     // n = round(x / ln 2); r = x - n·ln 2 (ln 2 split into a part exact in f32 and the rest)
     let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
         x,
         _mm256_set1_ps(std::f32::consts::LOG2_E),
     ));
-    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
-    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
-    let mut p = _mm256_set1_ps(1.987_569_1e-4);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.398_199_9e-3));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.333_452e-3));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.166_579_6e-2));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.166_666_66));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5));
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HI), x);
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LO), r);
+    let mut p = _mm256_set1_ps(EXP_POLY[0]);
+    for c in &EXP_POLY[1..] {
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(*c));
+    }
     let r2 = _mm256_mul_ps(r, r);
     let y = _mm256_add_ps(_mm256_fmadd_ps(p, r2, r), _mm256_set1_ps(1.0));
     // 2^n, built in the exponent field
@@ -67,7 +87,7 @@ pub unsafe fn exp256(x: __m256) -> __m256 {
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 pub unsafe fn quick_gelu256(x: __m256) -> __m256 {
-    let e = exp256(_mm256_mul_ps(x, _mm256_set1_ps(-1.702)));
+    let e = exp256(_mm256_mul_ps(x, _mm256_set1_ps(-QUICK_GELU_SLOPE)));
     _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0), e))
 }
 
@@ -81,12 +101,11 @@ pub unsafe fn quick_gelu256(x: __m256) -> __m256 {
 pub unsafe fn gelu256(x: __m256) -> __m256 {
     let z = _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::FRAC_1_SQRT_2));
     let az = _mm256_andnot_ps(_mm256_set1_ps(-0.0), z);
-    let t = _mm256_div_ps(_mm256_set1_ps(1.0), _mm256_fmadd_ps(az, _mm256_set1_ps(0.327_591_1), _mm256_set1_ps(1.0)));
-    let mut p = _mm256_set1_ps(1.061_405_4);
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-1.453_152_1));
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(1.421_413_7));
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-0.284_496_72));
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(0.254_829_6));
+    let t = _mm256_div_ps(_mm256_set1_ps(1.0), _mm256_fmadd_ps(az, _mm256_set1_ps(AS_P), _mm256_set1_ps(1.0)));
+    let mut p = _mm256_set1_ps(AS_A[0]);
+    for c in &AS_A[1..] {
+        p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(*c));
+    }
     let erfc = _mm256_mul_ps(_mm256_mul_ps(p, t), exp256(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(az, az))));
     // x ≥ 0: 0.5x(2 − erfc(|z|)); x < 0: 0.5x·erfc(|z|)
     let pos = _mm256_sub_ps(_mm256_set1_ps(2.0), erfc);
@@ -119,19 +138,17 @@ pub unsafe fn act256(x: __m256, act: Option<Activation>) -> __m256 {
 #[target_feature(enable = "avx512f")]
 #[inline]
 pub unsafe fn exp512(x: __m512) -> __m512 {
-    let x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.336_55)), _mm512_set1_ps(88.376_26));
+    let x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(EXP_MIN)), _mm512_set1_ps(EXP_MAX));
     let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(
         x,
         _mm512_set1_ps(std::f32::consts::LOG2_E),
     ));
-    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
-    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
-    let mut p = _mm512_set1_ps(1.987_569_1e-4);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.398_199_9e-3));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.333_452e-3));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.166_579_6e-2));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.166_666_66));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5));
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
+    let mut p = _mm512_set1_ps(EXP_POLY[0]);
+    for c in &EXP_POLY[1..] {
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(*c));
+    }
     let r2 = _mm512_mul_ps(r, r);
     let y = _mm512_add_ps(_mm512_fmadd_ps(p, r2, r), _mm512_set1_ps(1.0));
     let e = _mm512_slli_epi32::<23>(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)));
@@ -146,7 +163,7 @@ pub unsafe fn exp512(x: __m512) -> __m512 {
 #[target_feature(enable = "avx512f")]
 #[inline]
 pub unsafe fn quick_gelu512(x: __m512) -> __m512 {
-    let e = exp512(_mm512_mul_ps(x, _mm512_set1_ps(-1.702)));
+    let e = exp512(_mm512_mul_ps(x, _mm512_set1_ps(-QUICK_GELU_SLOPE)));
     _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0), e))
 }
 
@@ -160,12 +177,11 @@ pub unsafe fn quick_gelu512(x: __m512) -> __m512 {
 pub unsafe fn gelu512(x: __m512) -> __m512 {
     let z = _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::FRAC_1_SQRT_2));
     let az = _mm512_abs_ps(z);
-    let t = _mm512_div_ps(_mm512_set1_ps(1.0), _mm512_fmadd_ps(az, _mm512_set1_ps(0.327_591_1), _mm512_set1_ps(1.0)));
-    let mut p = _mm512_set1_ps(1.061_405_4);
-    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-1.453_152_1));
-    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.421_413_7));
-    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-0.284_496_72));
-    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.254_829_6));
+    let t = _mm512_div_ps(_mm512_set1_ps(1.0), _mm512_fmadd_ps(az, _mm512_set1_ps(AS_P), _mm512_set1_ps(1.0)));
+    let mut p = _mm512_set1_ps(AS_A[0]);
+    for c in &AS_A[1..] {
+        p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(*c));
+    }
     let erfc = _mm512_mul_ps(_mm512_mul_ps(p, t), exp512(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(az, az))));
     let pos = _mm512_sub_ps(_mm512_set1_ps(2.0), erfc);
     let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_setzero_ps());
