@@ -601,12 +601,7 @@ pub fn matmul(
     }
     let a = convert(x, m, w, engine);
     let yp = SendPtr(y.as_mut_ptr());
-    let ep = Epilogue {
-        act,
-        accumulate,
-        sub128: engine.unsigned(w.kind),
-        zmm: matches!(engine, Engine::Amx | Engine::Avx512),
-    };
+    let ep = Epilogue { act, accumulate, sub128: engine.unsigned(w.kind), lanes: Lanes::of(engine) };
     for_each_tile(m, w.np / 2, m * n * k, engine.rows(), MC, |r0, r1, q0, q1| {
         // SAFETY: tasks own disjoint tiles (rows r0..r1 × columns 32·q0..32·q1) of y (m·n
         // values, asserted); `a` holds m rounded up to 32 rows of kpad values (`convert`),
@@ -666,19 +661,39 @@ struct Epilogue {
     accumulate: bool,
     /// int8 through u8×s8 instructions: subtract 128·Σq_w from each column
     sub128: bool,
-    /// the engine implies AVX-512F: the epilogue runs on 16 lanes at a time
-    zmm: bool,
+    /// the vector width the engine's CPU features allow the epilogue
+    lanes: Lanes,
+}
+
+/// How the epilogue runs: a property of the engine (its CPU features), decided once per call.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lanes {
+    /// plain Rust (the portable engine)
+    Scalar,
+    /// two `ymm` of 8 (AVX2+FMA: the AVX2 and AVX-VNNI engines)
+    Ymm,
+    /// one `zmm` of 16 (AVX-512F: the AVX-512 and AMX engines)
+    Zmm,
+}
+
+impl Lanes {
+    fn of(engine: Engine) -> Lanes {
+        match engine {
+            Engine::Portable => Lanes::Scalar,
+            Engine::Avx2 | Engine::AvxVnni => Lanes::Ymm,
+            Engine::Avx512 | Engine::Amx => Lanes::Zmm,
+        }
+    }
 }
 
 /// The epilogue of a `rows×32` block of raw sums held in `buf` (row stride 32 values; i32
 /// for int8, f32 bits for bf16) for rows `r..r+rows` and panel pair `q` of y:
-/// `s_x·s_w·v + b`, activated, or added to what is there. AVX-512 where the engine implies it
-/// (`ep.zmm`), else AVX2 where `avx2`, else plain Rust.
+/// `s_x·s_w·v + b`, activated, or added to what is there, on the engine's lanes (`t.ep.lanes`).
 ///
 /// # Safety
-/// AVX2+FMA if `avx2`, AVX-512F if `t.ep.zmm`; `buf` holds `rows·32` values; rows
-/// `r..r+rows` (< m) and pair q's columns of y are this task's.
-unsafe fn finish_block(avx2: bool, buf: *const i32, rows: usize, t: &Task, r: usize, q: usize) {
+/// The CPU has the features of `t.ep.lanes` (those of the engine the task runs on); `buf`
+/// holds `rows·32` values; rows `r..r+rows` (< m) and pair q's columns of y are this task's.
+unsafe fn finish_block(buf: *const i32, rows: usize, t: &Task, r: usize, q: usize) {
     let w = t.w;
     for i in 0..rows {
         for h in 0..2 {
@@ -691,17 +706,20 @@ unsafe fn finish_block(avx2: bool, buf: *const i32, rows: usize, t: &Task, r: us
             let cols = (t.n - c0).min(NR);
             let sx = *t.a.scale.get_unchecked(r + i);
             let (sw, cs, bias) = (w.scale.as_ptr().add(c0), w.colsum.as_ptr().add(c0), w.bias.as_ptr().add(c0));
-            #[cfg(target_arch = "x86_64")]
-            if t.ep.zmm {
-                finish16_avx512(v, w.kind, dst, cols, sx, sw, cs, bias, t.ep);
-                continue;
+            // the other engines (and so these lanes) exist on x86-64 only
+            match t.ep.lanes {
+                #[cfg(target_arch = "x86_64")]
+                Lanes::Zmm => {
+                    finish16_avx512(v, w.kind, dst, cols, sx, sw, cs, bias, t.ep);
+                    continue;
+                }
+                #[cfg(target_arch = "x86_64")]
+                Lanes::Ymm => {
+                    finish16_avx2(v, w.kind, dst, cols, sx, sw, cs, bias, t.ep);
+                    continue;
+                }
+                _ => {}
             }
-            #[cfg(target_arch = "x86_64")]
-            if avx2 {
-                finish16_avx2(v, w.kind, dst, cols, sx, sw, cs, bias, t.ep);
-                continue;
-            }
-            let _ = (avx2, t.ep.zmm); // used above on x86-64 only
             for j in 0..cols {
                 let raw = *v.add(j);
                 let mut f = match w.kind {
@@ -914,7 +932,7 @@ unsafe fn amx_task(t: &Task, r0: usize, r1: usize, q0: usize, q1: usize) {
                 s128 = in(reg) 128usize,
                 options(nostack),
             );
-            finish_block(true, bufp as *const i32, AMX_MR.min(r1 - r), t, r, q);
+            finish_block(bufp as *const i32, AMX_MR.min(r1 - r), t, r, q);
             r += AMX_MR;
         }
     }
@@ -968,7 +986,7 @@ macro_rules! vec_task_impl {
                             }
                         }
                     }
-                    finish_block(true, bufp, mr, t, r, q);
+                    finish_block(bufp, mr, t, r, q);
                     r += $mr;
                 }
             }
@@ -1089,7 +1107,7 @@ unsafe fn portable_task(t: &Task, r0: usize, r1: usize, q0: usize, q1: usize) {
                     buf.0[i * 32 + 16 * h..][..NR].copy_from_slice(&acc);
                 }
             }
-            finish_block(false, buf.0.as_ptr(), mr, t, r, q);
+            finish_block(buf.0.as_ptr(), mr, t, r, q);
             r += PORTABLE_MR;
         }
     }
