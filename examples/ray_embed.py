@@ -79,11 +79,18 @@ class Embedder:
         )
 
 
-def read_file(uri):
-    """The bytes of a local path or a pyarrow file system URI (s3://, gs://, file://)."""
+def filesystem(uri):
+    """The pyarrow file system of a local path or a URI (s3://, gs://, file://), and the path in it."""
     import pyarrow.fs as pafs
 
-    fs, path = pafs.FileSystem.from_uri(uri) if "://" in uri else (pafs.LocalFileSystem(), os.path.abspath(uri))
+    if "://" in uri:
+        return pafs.FileSystem.from_uri(uri)
+    return pafs.LocalFileSystem(), os.path.abspath(uri)
+
+
+def read_file(uri):
+    """The bytes of a local path or a URI."""
+    fs, path = filesystem(uri)
     with fs.open_input_stream(path) as f:
         return f.read()
 
@@ -92,20 +99,15 @@ def list_shards(uri):
     """The ``.tar`` files under a directory (local or a URI), sorted, as paths or URIs."""
     import pyarrow.fs as pafs
 
-    if "://" in uri:
-        fs, root = pafs.FileSystem.from_uri(uri)
-        scheme = uri.split("://", 1)[0]
-        join = lambda p: f"{scheme}://{p}"
-    else:
-        fs, root = pafs.LocalFileSystem(), os.path.abspath(uri)
-        join = lambda p: p
+    fs, root = filesystem(uri)
+    scheme = uri.split("://", 1)[0] + "://" if "://" in uri else ""
     info = fs.get_file_info(root)
     if info.type == pafs.FileType.File:
-        return [join(root)]
+        return [scheme + root]
     if info.type != pafs.FileType.Directory:
         raise SystemExit(f"ray_embed: {uri}: no such file or directory")
     found = fs.get_file_info(pafs.FileSelector(root, recursive=True))
-    return sorted(join(f.path) for f in found if f.type == pafs.FileType.File and f.path.endswith(".tar"))
+    return sorted(scheme + f.path for f in found if f.type == pafs.FileType.File and f.path.endswith(".tar"))
 
 
 def write_stats(directory, rows):
