@@ -244,17 +244,35 @@ impl Source<'_> {
             });
         }
         let bytes = t.data();
-        let data: Vec<f32> = match t.dtype() {
-            Dtype::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-            Dtype::F16 => bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            Dtype::BF16 => bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        let (data, finite): (Vec<f32>, bool) = match t.dtype() {
+            Dtype::F32 => convert::<4>(bytes, |c| f32::from_le_bytes(*c)),
+            Dtype::F16 => convert::<2>(bytes, |c| half::f16::from_le_bytes(*c).to_f32()),
+            Dtype::BF16 => convert::<2>(bytes, |c| half::bf16::from_le_bytes(*c).to_f32()),
             other => return Err(LoadError::Dtype { path: self.path.clone(), name: full, found: format!("{other:?}") }),
         };
-        if let Some((index, &value)) = data.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        if !finite {
+            // only now look for the first one, to name it
+            let (index, &value) = data.iter().enumerate().find(|(_, v)| !v.is_finite()).expect("a non-finite value");
             return Err(LoadError::NonFinite { path: self.path.clone(), name: full, index, value });
         }
         Ok(data)
     }
+}
+
+/// The little-endian values of `bytes` (N bytes each) as f32, and whether all are finite, in
+/// one pass: a block at a time, converted, then checked while it is still in the L1 cache (a
+/// second pass over a 600 MB checkpoint was a sixth of its load time).
+fn convert<const N: usize>(bytes: &[u8], value: impl Fn(&[u8; N]) -> f32) -> (Vec<f32>, bool) {
+    const BLOCK: usize = 1024;
+    let mut out = Vec::with_capacity(bytes.len() / N);
+    let mut finite = true;
+    for block in bytes.chunks(BLOCK * N) {
+        let start = out.len();
+        out.extend(block.chunks_exact(N).map(|c| value(c.try_into().expect("N bytes"))));
+        // no early exit, so that the check vectorises
+        finite &= out[start..].iter().fold(true, |all, v| all & v.is_finite());
+    }
+    (out, finite)
 }
 
 fn hf_config(cfg: Option<&(PathBuf, String)>, src: &Source) -> Result<ClipConfig, LoadError> {
@@ -670,6 +688,36 @@ mod tests {
             (vec![t.vocab_size, tw], vec![t.context_length, tw], vec![t.tower.mlp, tw], t.tower.layers),
             c.embed_dim,
         )
+    }
+
+    #[test]
+    fn conversion_matches_value_by_value_and_finds_a_non_finite_value_in_any_block() {
+        let values: Vec<f32> = (0..3000).map(|i| (i as f32 * 0.37).sin() * 1e3).collect();
+        let f32_bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let (got, finite) = convert::<4>(&f32_bytes, |c| f32::from_le_bytes(*c));
+        assert!(finite);
+        assert_eq!(
+            got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            values.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
+        let f16_bytes: Vec<u8> = values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect();
+        let (got, finite) = convert::<2>(&f16_bytes, |c| half::f16::from_le_bytes(*c).to_f32());
+        assert!(finite && got.len() == values.len());
+        assert!(got.iter().zip(&values).all(|(g, v)| *g == half::f16::from_f32(*v).to_f32()));
+        // first, last of a block, first of the next, the very last, and each special value
+        for index in [0, 1023, 1024, 2047, 2999] {
+            for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                let mut b = f32_bytes.clone();
+                b[index * 4..index * 4 + 4].copy_from_slice(&bad.to_le_bytes());
+                let (got, finite) = convert::<4>(&b, |c| f32::from_le_bytes(*c));
+                assert!(!finite, "{bad} at {index}");
+                assert_eq!(got.iter().position(|v| !v.is_finite()), Some(index));
+                let mut h = f16_bytes.clone();
+                h[index * 2..index * 2 + 2].copy_from_slice(&half::bf16::from_f32(bad).to_le_bytes());
+                assert!(!convert::<2>(&h, |c| half::bf16::from_le_bytes(*c).to_f32()).1, "bf16 {bad} at {index}");
+            }
+        }
+        assert_eq!(convert::<4>(&[], |c| f32::from_le_bytes(*c)), (Vec::new(), true));
     }
 
     #[test]
