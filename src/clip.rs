@@ -412,7 +412,8 @@ impl Clip {
     /// Images per encoder batch: `batch_size` if set, else what the device takes: on a GPU
     /// the most images one command buffer holds within its binding limits (at most 256 at
     /// 224 px, fewer for larger images, so the pixels waiting in host memory stay under
-    /// 160 MB), on the CPU 32 (throughput is flat from 16 up, and latency grows with the batch).
+    /// 160 MB), on the CPU 32 (the engine cuts it into sub-batches where that is faster, `cpu::Split`;
+    /// larger batches only add latency).
     pub fn batch_size(&self) -> usize {
         if self.opts.batch_size > 0 {
             return self.opts.batch_size;

@@ -323,3 +323,49 @@ fn auto_picks_the_fastest_precision_within_the_bar_and_caches_it() {
     let measured = cpu::auto::choose(&t.ck.weights.params, &t.ck.config, &t.vision, &t.text);
     assert!(!measured.from_cache, "{measured:?}");
 }
+
+/// Every split of a batch (sub-batches of 3, in parallel and one by one) gives the embeddings
+/// of the whole batch, bit for bit, at every precision and level: each op is per row or per
+/// sequence, and no kernel's arithmetic depends on how many rows it is given.
+#[test]
+fn sub_batches_give_the_whole_batch_bit_for_bit() {
+    use cpu::split::{Reason, Split};
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let whole = Split { size: 0, parallel: true, reason: Reason::Env };
+    let cuts = [
+        Split { size: 3, parallel: true, reason: Reason::Env },
+        Split { size: 3, parallel: false, reason: Reason::Env },
+    ];
+    let mut dirs = vec![(tiny_dir().join("hf"), tiny_dir().join("reference.json"))];
+    dirs.extend(full().map(|d| (d.clone(), d.join("reference.json"))));
+    let levels = isas();
+    for (dir, reference) in dirs {
+        let r = load(&reference);
+        let t = Towers::load(&dir);
+        let (cfg, params) = (&t.ck.config, &t.ck.weights.params);
+        let n = r.n_synthetic.max(7);
+        let px = synthetic_pixels(n, cfg.vision.image_size);
+        let ids = r.ids;
+        assert!(ids.len() > 3, "{}: too few texts to split", dir.display());
+        for p in CpuPrecision::ALL.into_iter().filter(|p| p.supported()) {
+            // (the portable kernels on the full-size model would take minutes: tiny only)
+            for &isa in levels.iter().filter(|&&i| i != Isa::Scalar || dir == tiny_dir().join("hf")) {
+                let prep = t.prepare(p, isa);
+                let images = Input::Pixels { data: &px, n };
+                let texts = Input::Tokens(&ids);
+                let img = bits(&cpu::run_split(&t.vision, cfg, params, &prep, &images, whole));
+                let txt = bits(&cpu::run_split(&t.text, cfg, params, &prep, &texts, whole));
+                assert_eq!(img.len(), n * cfg.embed_dim);
+                for cut in cuts {
+                    let what = format!("{} {p} {isa} {}", dir.display(), cut.describe());
+                    assert!(
+                        img == bits(&cpu::run_split(&t.vision, cfg, params, &prep, &images, cut)),
+                        "{what}: images"
+                    );
+                    assert!(txt == bits(&cpu::run_split(&t.text, cfg, params, &prep, &texts, cut)), "{what}: texts");
+                }
+                eprintln!("{} {p} {isa}: {n} images, {} texts: every split the same bits", dir.display(), ids.len());
+            }
+        }
+    }
+}

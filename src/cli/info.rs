@@ -91,6 +91,19 @@ pub fn info(a: InfoArgs) -> Result<ExitCode, clip_wgpu::Error> {
     println!("CPU engine: f32, {} threads, gemm crate with runtime ISA dispatch", rayon::current_num_threads());
     println!("    CPU: {}", clip_wgpu::cpu::auto::cpu_identity());
     println!("    kernel level {isa} (CLIP_WGPU_CPU_ISA): {}", kernels.join("; "));
+    {
+        use clip_wgpu::{cpu::Split, model::Tower};
+        let threads = rayon::current_num_threads();
+        let splits: Vec<String> = clip_wgpu::cpu::CpuPrecision::ALL
+            .into_iter()
+            .filter(|p| p.supported())
+            .map(|p| {
+                let s = |t| Split::choose(t, p, 32, threads).describe();
+                format!("{p}: images in {}, texts in {}", s(Tower::Vision), s(Tower::Text))
+            })
+            .collect();
+        println!("    a batch of 32 (CLIP_WGPU_CPU_SUB): {}", splits.join("; "));
+    }
     match &cpu_auto {
         Some(c) => println!(
             "    --precision auto on the CPU: {} — {}{}",

@@ -13,10 +13,12 @@ pub mod isa;
 pub mod ops;
 pub mod precision;
 pub mod simd;
+pub mod split;
 mod tiles;
 
 pub use isa::Isa;
 pub use precision::CpuPrecision;
+pub use split::Split;
 
 use std::collections::HashMap;
 
@@ -215,8 +217,52 @@ pub fn run(program: &Program, cfg: &ClipConfig, params: &Params, input: &Input) 
     run_prepared(program, cfg, params, &Prepared::new(params, &[program]), input)
 }
 
-/// [`run`] with weights prepared once.
+/// [`run`] with weights prepared once; the batch is cut as [`Split::choose`] decides for the
+/// prepared precision.
 pub fn run_prepared(program: &Program, cfg: &ClipConfig, params: &Params, prep: &Prepared, input: &Input) -> Vec<f32> {
+    let split = Split::choose(program.tower, prep.precision, input.len(), rayon::current_num_threads());
+    run_split(program, cfg, params, prep, input, split)
+}
+
+/// [`run_prepared`] with the batch cut as `split` says (the same embeddings, byte for byte,
+/// however it is cut).
+pub fn run_split(
+    program: &Program,
+    cfg: &ClipConfig,
+    params: &Params,
+    prep: &Prepared,
+    input: &Input,
+    split: Split,
+) -> Vec<f32> {
+    let n = input.len();
+    if split.size == 0 || n <= split.size {
+        return run_batch(program, cfg, params, prep, input);
+    }
+    let sub = split.size;
+    let one = |part: &Input| run_batch(program, cfg, params, prep, part);
+    let parts: Vec<Vec<f32>> = match input {
+        Input::Pixels { data, .. } => {
+            let per = data.len() / n;
+            let part = |c: &[f32]| one(&Input::Pixels { data: c, n: c.len() / per });
+            if split.parallel {
+                data.par_chunks(sub * per).map(part).collect()
+            } else {
+                data.chunks(sub * per).map(part).collect()
+            }
+        }
+        Input::Tokens(t) => {
+            let part = |c: &[Vec<u32>]| one(&Input::Tokens(c));
+            if split.parallel {
+                t.par_chunks(sub).map(part).collect()
+            } else {
+                t.chunks(sub).map(part).collect()
+            }
+        }
+    };
+    parts.concat()
+}
+
+fn run_batch(program: &Program, cfg: &ClipConfig, params: &Params, prep: &Prepared, input: &Input) -> Vec<f32> {
     let seqs = Seqs::of(input, cfg);
     if seqs.count() == 0 {
         return Vec::new();

@@ -236,6 +236,20 @@ pub enum Input<'a> {
     Tokens(&'a [Vec<u32>]),
 }
 
+impl Input<'_> {
+    /// The number of images or texts.
+    pub fn len(&self) -> usize {
+        match self {
+            Input::Pixels { n, .. } => *n,
+            Input::Tokens(t) => t.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// The one check of a batch of token id sequences (both engines' entry points use it): each
 /// holds 1 to `context_length` ids, each below the vocabulary size.
 pub fn check_tokens(texts: &[Vec<u32>], cfg: &TextConfig) -> Result<(), String> {

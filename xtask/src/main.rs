@@ -81,6 +81,11 @@ struct Bench {
     /// (bf16, int8). Combinations that cannot run are skipped with a note.
     #[arg(long, value_delimiter = ',', default_values_t = ["f32".to_string()])]
     precision: Vec<String>,
+    /// clip-wgpu CPU configurations at each of these sub-batch sizes, in the same run
+    /// (`CLIP_WGPU_CPU_SUB`: a batch is run in sub-batches of N items; 0: whole batches);
+    /// default: the engine's own choice (`clip_wgpu::cpu::Split`).
+    #[arg(long, value_delimiter = ',')]
+    cpu_sub: Vec<usize>,
     /// HF checkpoint directory; default: a full-size random ViT-B/32 made by
     /// scripts/make_fixtures.py into tests/fixtures/full (speed does not depend on the values).
     #[arg(long)]
@@ -212,11 +217,21 @@ struct Engine {
     engine: String,
     device: String,
     precision: String,
+    /// clip-wgpu CPU: the sub-batch size forced (`CLIP_WGPU_CPU_SUB`), else the engine's choice.
+    sub: Option<usize>,
 }
 
 impl Engine {
     fn name(&self) -> String {
-        format!("{} {} {}", self.engine, self.device, self.precision)
+        format!("{} {} {}", self.engine, self.device, self.label())
+    }
+
+    /// The precision, and the sub-batch size where one is forced (`int8 sub8`).
+    fn label(&self) -> String {
+        match self.sub {
+            Some(s) => format!("{} sub{s}", self.precision),
+            None => self.precision.clone(),
+        }
     }
 }
 
@@ -340,7 +355,16 @@ fn bench(b: Bench) -> Result<()> {
                     note(&mut notes, format!("CPU precision {c}: not supported by this build on this machine, skipped"))
                 }
                 Some(c) => {
-                    engines.push(Engine { engine: CLIP.into(), device: "cpu".into(), precision: c.name().into() })
+                    let subs: Vec<Option<usize>> =
+                        if b.cpu_sub.is_empty() { vec![None] } else { b.cpu_sub.iter().map(|&s| Some(s)).collect() };
+                    for sub in subs {
+                        engines.push(Engine {
+                            engine: CLIP.into(),
+                            device: "cpu".into(),
+                            precision: c.name().into(),
+                            sub,
+                        })
+                    }
                 }
             }
         }
@@ -366,6 +390,7 @@ fn bench(b: Bench) -> Result<()> {
                             engine: CLIP.into(),
                             device: "gpu".into(),
                             precision: g.name().into(),
+                            sub: None,
                         }),
                     }
                 }
@@ -403,6 +428,7 @@ fn bench(b: Bench) -> Result<()> {
                     "f32"
                 }
                 .into(),
+                sub: None,
             });
         }
     }
@@ -436,7 +462,17 @@ fn bench(b: Bench) -> Result<()> {
         .precision
         .iter()
         .filter_map(|p| CpuPrecision::parse(p))
-        .map(|p| format!("{p}: {}", clip_wgpu::cpu::Prepared::kernels_for(p, isa)))
+        .map(|p| {
+            let kernels = clip_wgpu::cpu::Prepared::kernels_for(p, isa);
+            let largest = b.batch_sizes.iter().copied().max().unwrap_or(1);
+            if b.cpu_sub.is_empty() {
+                let split = |t| clip_wgpu::cpu::Split::choose(t, p, largest, b.threads).describe();
+                let (img, txt) = (split(clip_wgpu::model::Tower::Vision), split(clip_wgpu::model::Tower::Text));
+                format!("{p}: {kernels}; batch {largest}: images in {img}, texts in {txt}")
+            } else {
+                format!("{p}: {kernels}")
+            }
+        })
         .collect::<Vec<_>>());
     env["model"] = json!(model.display().to_string());
     env["threads"] = json!(b.threads);
@@ -492,6 +528,9 @@ fn bench(b: Bench) -> Result<()> {
                 };
                 let mut c = Command::new(&exe);
                 c.arg("worker").arg("--spec").arg(serde_json::to_string(&spec)?);
+                if let Some(s) = e.sub {
+                    c.env("CLIP_WGPU_CPU_SUB", s.to_string());
+                }
                 c
             } else {
                 let mut c = Command::new("python3");
@@ -575,7 +614,7 @@ fn bench(b: Bench) -> Result<()> {
                         "e2e" => "e2e".into(),
                         _ => tower.clone(),
                     },
-                    precision: e.precision.clone(),
+                    precision: e.label(),
                     batch: *n,
                     threads: b.threads,
                     ..Default::default()
