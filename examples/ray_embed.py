@@ -4,10 +4,14 @@ The dataset is the list of shard paths (``ray.data.from_items``); a pool of acto
 (``--concurrency N``: ``ActorPoolStrategy(size=N)``), each holding one ``clip_wgpu.Clip`` for its
 lifetime, reads its shards itself (through ``pyarrow.fs``: local paths, ``s3://``, ``gs://``),
 splits them into samples (grouped by key, as ``webdataset`` does), embeds their images and
-writes rows with the schema of
-``clip-wgpu embed --format parquet``: ``input`` (the sample's key), ``kind``, ``shard``,
-``caption``, ``embedding`` (fixed_size_list<float32>[D]). Samples whose image cannot be used
-are left out and reported on stderr.
+writes one Parquet file per shard, OUTPUT/<the shard's path under --shards>.parquet, with the
+schema of ``clip-wgpu embed --format parquet``: ``input`` (the sample's key), ``kind``,
+``shard``, ``caption``, ``embedding`` (fixed_size_list<float32>[D]). A file appears whole or
+not at all (written under a hidden name, then renamed), so ``--skip-existing`` resumes an
+interrupted run, and a retried call rewrites its shards' files instead of adding rows twice.
+``pyarrow.parquet.read_table(OUTPUT)`` reads them all as one table. Samples whose image cannot
+be used, and shards that cannot be read, are left out and named on stderr; the exit status is
+then 2, as the command line's.
 
 On a laptop (a local Ray instance is started):
 
@@ -15,8 +19,8 @@ On a laptop (a local Ray instance is started):
 
 On a Ray cluster, unchanged: run it on the head node, or point it at the cluster with
 ``RAY_ADDRESS=ray://HEAD:10001``; the shards and the output must then be on storage every
-node reads (a shared file system, or s3://... / gs://... paths, which Ray Data reads and
-writes through pyarrow). ``--num-gpus 1`` gives each actor a GPU (clip-wgpu then runs on it
+node reads (a shared file system, or s3://... / gs://... paths, which the actors read and
+write through pyarrow). ``--num-gpus 1`` gives each actor a GPU (clip-wgpu then runs on it
 through Vulkan/Metal/DX12); the model must be at the same path on every node (or in each
 node's Hugging Face cache).
 """
@@ -45,38 +49,58 @@ class Embedder:
 
         import clip_wgpu
 
-        keys, shards, captions, images = [], [], [], []
+        # every sample of the call's shards in one embed_images call (the engine batches them)
+        spans, keys, captions, images = [], [], [], []
         for path in batch["path"]:
             path = str(path)
+            start = len(keys)
             try:
                 data = read_file(path)
             except OSError as e:  # reported like a bad sample; the other shards still count
                 print(f"ray_embed: {path}: cannot read: {e}", file=sys.stderr)
+                spans.append((path, None, 0))
                 continue
             for key, image, caption in clip_wgpu.read_webdataset(data, name=path):
                 keys.append(key)
-                shards.append(path)
                 captions.append(caption)
                 images.append(image if image is not None else b"")
+            spans.append((path, start, len(keys)))
         emb, failed = self.clip.embed_images(images, errors="skip")
+        emb = np.ascontiguousarray(emb, dtype=np.float32)
         bad = {i for i, _ in failed}
         for i, msg in failed:
-            print(f"ray_embed: {shards[i]}:{keys[i]}: {msg}", file=sys.stderr)
-        good = [i for i in range(len(keys)) if i not in bad]
-        self.rows += len(good)
+            shard = next(p for p, a, b in spans if a is not None and a <= i < b)
+            print(f"ray_embed: {shard}:{keys[i]}: {msg}", file=sys.stderr)
+        # row r of `emb` is the r-th good sample
+        row_of, r = {}, 0
+        for i in range(len(keys)):
+            if i not in bad:
+                row_of[i] = r
+                r += 1
+        d = self.clip.embed_dim
+        summary = []
+        for (path, a, b), out in zip(spans, batch["output"]):
+            out = str(out)
+            if a is None:  # unreadable: no output file, so that --skip-existing tries it again
+                summary.append({"shard": path, "output": "", "rows": 0, "bad": 0, "readable": False})
+                continue
+            good = [i for i in range(a, b) if i not in bad]
+            values = pa.array(emb[[row_of[i] for i in good]].reshape(-1), type=pa.float32())
+            table = pa.table(
+                {
+                    "input": pa.array([keys[i] for i in good], pa.string()),
+                    "kind": pa.array(["image"] * len(good), pa.string()),
+                    "shard": pa.array([path] * len(good), pa.string()),
+                    "caption": pa.array([captions[i] for i in good], pa.string()),
+                    "embedding": pa.FixedSizeListArray.from_arrays(values, d),
+                }
+            )
+            write_parquet(table, out)
+            summary.append({"shard": path, "output": out, "rows": len(good), "bad": b - a - len(good), "readable": True})
+            self.rows += len(good)
         if self.stats:
             write_stats(self.stats, self.rows)
-        d = self.clip.embed_dim
-        values = pa.array(np.ascontiguousarray(emb, dtype=np.float32).reshape(-1), type=pa.float32())
-        return pa.table(
-            {
-                "input": pa.array([keys[i] for i in good], pa.string()),
-                "kind": pa.array(["image"] * len(good), pa.string()),
-                "shard": pa.array([shards[i] for i in good], pa.string()),
-                "caption": pa.array([captions[i] for i in good], pa.string()),
-                "embedding": pa.FixedSizeListArray.from_arrays(values, d),
-            }
-        )
+        return pa.Table.from_pylist(summary)
 
 
 def filesystem(uri):
@@ -95,19 +119,40 @@ def read_file(uri):
         return f.read()
 
 
+def write_parquet(table, uri):
+    """Writes TABLE to a local path or a URI whole or not at all: into a hidden temporary name
+    beside it (readers of the directory skip names starting with a dot), then renamed."""
+    import pyarrow.parquet as pq
+
+    fs, path = filesystem(uri)
+    parent, name = path.rsplit("/", 1)
+    fs.create_dir(parent, recursive=True)
+    tmp = f"{parent}/.{name}.{os.getpid()}.tmp"
+    pq.write_table(table, tmp, filesystem=fs)
+    fs.move(tmp, path)
+
+
+def output_of(shard, root, output):
+    """The Parquet file a shard's rows go to: its path under the shards' directory, with
+    ``.parquet`` for ``.tar``, under OUTPUT (so shards of the same name in different
+    subdirectories do not collide)."""
+    rel = shard[len(root):].lstrip("/") if shard.startswith(root) else shard.rsplit("/", 1)[-1]
+    return output.rstrip("/") + "/" + (rel[: -len(".tar")] if rel.endswith(".tar") else rel) + ".parquet"
+
+
 def list_shards(uri):
-    """The ``.tar`` files under a directory (local or a URI), sorted, as paths or URIs."""
+    """The directory and the ``.tar`` files under it (local or a URI), sorted, as paths or URIs."""
     import pyarrow.fs as pafs
 
     fs, root = filesystem(uri)
     scheme = uri.split("://", 1)[0] + "://" if "://" in uri else ""
     info = fs.get_file_info(root)
     if info.type == pafs.FileType.File:
-        return [scheme + root]
+        return scheme + root.rsplit("/", 1)[0], [scheme + root]
     if info.type != pafs.FileType.Directory:
         raise SystemExit(f"ray_embed: {uri}: no such file or directory")
     found = fs.get_file_info(pafs.FileSelector(root, recursive=True))
-    return sorted(scheme + f.path for f in found if f.type == pafs.FileType.File and f.path.endswith(".tar"))
+    return scheme + root, sorted(scheme + f.path for f in found if f.type == pafs.FileType.File and f.path.endswith(".tar"))
 
 
 def write_stats(directory, rows):
@@ -144,6 +189,9 @@ def main(argv=None):
                         "on a node do not oversubscribe its cores; 0: one per core)")
     p.add_argument("--shards-per-batch", type=int, default=2,
                    help="shards an actor embeds per call (fewer calls: less of Ray's per-task work)")
+    p.add_argument("--skip-existing", action="store_true",
+                   help="leave out shards whose Parquet file is already in --output (to resume an interrupted run; "
+                        "a file is only there once it is complete)")
     p.add_argument("--stats", default=None, help="a directory where each actor writes its peak memory")
     p.add_argument("--address", default=None, help="a Ray cluster (default: $RAY_ADDRESS, else a local instance)")
     a = p.parse_args(argv)
@@ -156,29 +204,54 @@ def main(argv=None):
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     start = time.perf_counter()
-    shards = list_shards(a.shards)
+    root, shards = list_shards(a.shards)
     if not shards:
         raise SystemExit(f"ray_embed: no .tar shards under {a.shards}")
-    # the paths only: each actor reads its shards, so no read task (a worker process and a
-    # copy through the object store per shard) runs beside the actors
-    ds = ray.data.from_items([{"path": s} for s in shards])
-    ds = ds.map_batches(
-        Embedder,
-        fn_constructor_args=(a.model, a.device, a.precision, a.threads, a.stats),
-        batch_size=a.shards_per_batch,
-        batch_format="numpy",
-        # a fixed pool of N actors (`concurrency=N` in Ray releases before 2.51)
-        compute=ray.data.ActorPoolStrategy(size=a.concurrency),
-        num_cpus=a.num_cpus,
-        num_gpus=a.num_gpus,
-    )
-    ds.write_parquet(a.output)
+    out_root = a.output if "://" in a.output else os.path.abspath(a.output)
+    items = [{"path": s, "output": output_of(s, root, out_root)} for s in shards]
+    if a.skip_existing:
+        done = existing(out_root)
+        items = [x for x in items if x["output"] not in done]
+        print(f"ray_embed: {len(shards) - len(items)} of {len(shards)} shards already have their Parquet file")
+    summary = []
+    if items:
+        # the paths only: each actor reads its shards and writes one Parquet file per shard, so
+        # no read or write task (a worker process, a copy through the object store) runs beside
+        # the actors; what comes back to the driver is one summary row per shard
+        ds = ray.data.from_items(items)
+        ds = ds.map_batches(
+            Embedder,
+            fn_constructor_args=(a.model, a.device, a.precision, a.threads, a.stats),
+            batch_size=a.shards_per_batch,
+            batch_format="numpy",
+            # a fixed pool of N actors (`concurrency=N` in Ray releases before 2.51)
+            compute=ray.data.ActorPoolStrategy(size=a.concurrency),
+            num_cpus=a.num_cpus,
+            num_gpus=a.num_gpus,
+        )
+        summary = ds.take_all()
     elapsed = time.perf_counter() - start
-    import pyarrow.parquet as pq
+    rows = sum(x["rows"] for x in summary)
+    bad = sum(x["bad"] for x in summary)
+    unreadable = [x["shard"] for x in summary if not x["readable"]]
+    print(
+        f"ray_embed: {rows} rows in {elapsed:.2f} s ({rows / elapsed:.1f} images/s) from {len(summary)} shards "
+        f"-> {a.output} ({bad} samples left out, {len(unreadable)} shards unreadable)"
+    )
+    # as the command line: 2 when some input was left out (each one named on stderr)
+    return 2 if bad or unreadable else 0
 
-    rows = pq.read_table(a.output, columns=["input"]).num_rows
-    print(f"ray_embed: {rows} rows in {elapsed:.2f} s ({rows / elapsed:.1f} images/s) -> {a.output}")
-    return 0
+
+def existing(uri):
+    """The Parquet files already under an output directory (local or a URI)."""
+    import pyarrow.fs as pafs
+
+    fs, root = filesystem(uri)
+    if fs.get_file_info(root).type != pafs.FileType.Directory:
+        return set()
+    scheme = uri.split("://", 1)[0] + "://" if "://" in uri else ""
+    found = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+    return {scheme + f.path for f in found if f.type == pafs.FileType.File and f.path.endswith(".parquet")}
 
 
 if __name__ == "__main__":

@@ -83,7 +83,8 @@ class Clip:
         """Zero-shot labels: per image, its top_k (label, softmax probability), most probable first."""
     def info(self) -> dict:
         """model, engine, device, precision, embed_dim, image_size, context_length, batch_size,
-        preprocess, logit_scale, version."""
+        preprocess, logit_scale, version, build ("release", or "debug" for an unoptimised
+        test build)."""
 
 def read_webdataset(
     shard: Union[str, "os.PathLike[str]", bytes], name: Optional[str] = None

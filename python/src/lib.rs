@@ -489,7 +489,8 @@ impl PyClip {
 
     /// The model and the engine: model path, engine ("cpu (f32, 2 threads)" or
     /// "gpu NAME (backend, precision)"), device, precision, embed_dim, image_size,
-    /// context_length, batch_size, preprocess, logit_scale.
+    /// context_length, batch_size, preprocess, logit_scale, version, build ("release", or
+    /// "debug" for a package built unoptimised, as a test build is: several times slower).
     fn info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let c = &self.clip;
         let d = PyDict::new(py);
@@ -504,6 +505,7 @@ impl PyClip {
         d.set_item("preprocess", if self.variant == Variant::Hf { "hf" } else { "openai" })?;
         d.set_item("logit_scale", c.logit_scale())?;
         d.set_item("version", env!("CARGO_PKG_VERSION"))?;
+        d.set_item("build", if cfg!(debug_assertions) { "debug" } else { "release" })?;
         Ok(d)
     }
 

@@ -179,6 +179,7 @@ def test_info_and_options(clip):
     assert info["device"] == "cpu" and info["precision"] == "f32" and info["embed_dim"] == 16
     assert info["image_size"] == 224 and info["context_length"] == 77 and info["preprocess"] == "hf"
     assert info["engine"].startswith("cpu") and info["model"] == str(TINY)
+    assert info["build"] in ("release", "debug") and info["version"]
     assert "clip_wgpu.Clip" in repr(clip)
     with pytest.raises(ValueError, match="tpu"):
         clip_wgpu.Clip(model=str(TINY), device="tpu")
