@@ -145,14 +145,25 @@ def list_shards(uri):
     import pyarrow.fs as pafs
 
     fs, root = filesystem(uri)
-    scheme = uri.split("://", 1)[0] + "://" if "://" in uri else ""
     info = fs.get_file_info(root)
     if info.type == pafs.FileType.File:
-        return scheme + root.rsplit("/", 1)[0], [scheme + root]
+        return scheme_of(uri) + root.rsplit("/", 1)[0], [scheme_of(uri) + root]
     if info.type != pafs.FileType.Directory:
         raise SystemExit(f"ray_embed: {uri}: no such file or directory")
+    return scheme_of(uri) + root, files_under(fs, root, scheme_of(uri), ".tar")
+
+
+def scheme_of(uri):
+    """``s3://`` for ``s3://bucket/x``; empty for a local path."""
+    return uri.split("://", 1)[0] + "://" if "://" in uri else ""
+
+
+def files_under(fs, root, scheme, suffix):
+    """The files ending in SUFFIX anywhere under the directory ROOT of FS, sorted, with SCHEME."""
+    import pyarrow.fs as pafs
+
     found = fs.get_file_info(pafs.FileSelector(root, recursive=True))
-    return scheme + root, sorted(scheme + f.path for f in found if f.type == pafs.FileType.File and f.path.endswith(".tar"))
+    return sorted(scheme + f.path for f in found if f.type == pafs.FileType.File and f.path.endswith(suffix))
 
 
 def write_stats(directory, rows):
@@ -249,9 +260,7 @@ def existing(uri):
     fs, root = filesystem(uri)
     if fs.get_file_info(root).type != pafs.FileType.Directory:
         return set()
-    scheme = uri.split("://", 1)[0] + "://" if "://" in uri else ""
-    found = fs.get_file_info(pafs.FileSelector(root, recursive=True))
-    return {scheme + f.path for f in found if f.type == pafs.FileType.File and f.path.endswith(".parquet")}
+    return set(files_under(fs, root, scheme_of(uri), ".parquet"))
 
 
 if __name__ == "__main__":

@@ -458,13 +458,13 @@ fn bench(b: Bench) -> Result<()> {
     });
     let isa = clip_wgpu::cpu::Isa::from_env();
     env["cpu_isa"] = json!(isa.name());
+    let largest = b.batch_sizes.iter().copied().max().unwrap_or(1);
     env["cpu_kernels"] = json!(b
         .precision
         .iter()
         .filter_map(|p| CpuPrecision::parse(p))
         .map(|p| {
             let kernels = clip_wgpu::cpu::Prepared::kernels_for(p, isa);
-            let largest = b.batch_sizes.iter().copied().max().unwrap_or(1);
             if b.cpu_sub.is_empty() {
                 let split = |t| clip_wgpu::cpu::Split::choose(t, p, largest, b.threads).describe();
                 let (img, txt) = (split(clip_wgpu::model::Tower::Vision), split(clip_wgpu::model::Tower::Text));
