@@ -6,6 +6,7 @@
 //!
 //! `cargo xtask make-images DIR` writes synthetic JPEGs for the end-to-end mode.
 
+mod cpumask;
 mod device;
 mod export;
 mod plot;
@@ -126,6 +127,12 @@ struct Bench {
     /// No plots.
     #[arg(long)]
     no_plots: bool,
+    /// Run every engine, clip-wgpu and the baselines alike, as on a CPU with only these
+    /// instruction sets (`avx2`: no AVX-512, AVX-VNNI or AMX), by masking CPUID in every
+    /// process (Linux x86-64 with CPUID faulting; builds xtask/cpuid_mask.c with `cc`). The
+    /// kernels an AVX2-only CPU runs, measured on this machine's cores.
+    #[arg(long, value_enum)]
+    cpu_as: Option<cpumask::CpuAs>,
 }
 
 #[derive(Parser)]
@@ -333,6 +340,12 @@ fn bench(b: Bench) -> Result<()> {
     if b.batch_sizes.contains(&0) {
         bail!("batch sizes must be at least 1");
     }
+    if let Some(level) = b.cpu_as {
+        if cpumask::active() != Some(level) {
+            std::process::exit(cpumask::reexec(level, &root())?);
+        }
+        cpumask::check(level)?;
+    }
     let e2e = b.images.is_some();
     for t in &b.towers {
         if !["image", "text"].contains(&t.as_str()) {
@@ -458,6 +471,10 @@ fn bench(b: Bench) -> Result<()> {
     });
     let isa = clip_wgpu::cpu::Isa::from_env();
     env["cpu_isa"] = json!(isa.name());
+    if let Some(level) = b.cpu_as {
+        env["cpu_as"] = json!(level.name());
+        note(&mut notes, level.describe().to_string());
+    }
     let largest = b.batch_sizes.iter().copied().max().unwrap_or(1);
     env["cpu_kernels"] = json!(b
         .precision
