@@ -369,3 +369,62 @@ fn sub_batches_give_the_whole_batch_bit_for_bit() {
         }
     }
 }
+
+/// Computing only the pooled rows after the last attention (`Program::pooled_tail`) gives
+/// the embeddings of computing every row to the end (as transformers does, op by op through
+/// `cpu::run_op`), bit for bit, at every precision and level whose tail products are the
+/// hand-written kernels; within 1e-6 where the `gemm` crate runs them (f32 at `avx512`, `amx`),
+/// which the engine then runs on every row anyway.
+#[test]
+fn pooled_tail_gives_the_embeddings_of_every_row() {
+    use std::collections::HashMap;
+    let mut dirs = vec![tiny_dir().join("hf")];
+    dirs.extend(full());
+    for dir in dirs {
+        let tiny = dir == tiny_dir().join("hf");
+        let r = load(&if tiny { tiny_dir().join("reference.json") } else { dir.join("reference.json") });
+        let t = Towers::load(&dir);
+        let (cfg, params) = (&t.ck.config, &t.ck.weights.params);
+        for program in [&t.vision, &t.text] {
+            let (cut, _) = program.pooled_tail().expect("CLIP's towers end in row-wise ops");
+            assert!(matches!(program.ops[cut], model::Op::Attention { .. }), "{:?}: cut after op {cut}", program.tower);
+        }
+        let n = 5;
+        let px = synthetic_pixels(n, cfg.vision.image_size);
+        let ids = r.ids.clone();
+        for p in CpuPrecision::ALL.into_iter().filter(|p| p.supported()) {
+            for &isa in isas().iter().filter(|&&i| i != Isa::Scalar || tiny) {
+                let prep = t.prepare(p, isa);
+                for (program, input) in [(&t.vision, Input::Pixels { data: &px, n }), (&t.text, Input::Tokens(&ids))] {
+                    let got = cpu::run_prepared(program, cfg, params, &prep, &input);
+                    // every row through every op
+                    let seqs = model::Seqs::of(&input, cfg);
+                    let mut acts: HashMap<model::Act, Vec<f32>> = program
+                        .widths
+                        .iter()
+                        .map(|&(a, w, rows)| {
+                            let r = if rows == model::Rows::Tokens { seqs.tokens() } else { seqs.count() };
+                            (a, vec![0f32; r * w])
+                        })
+                        .collect();
+                    for op in &program.ops {
+                        cpu::run_op(op, program, cfg, params, &prep, &input, &seqs, &mut acts);
+                    }
+                    let want = &acts[&program.output];
+                    let what = format!("{} {p} {isa} {:?}", dir.display(), program.tower);
+                    assert_eq!(got.len(), want.len(), "{what}");
+                    let err = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                    if prep.kernels().contains("gemm crate") {
+                        assert!(err <= 1e-6, "{what}: max difference {err}");
+                    } else {
+                        assert!(
+                            got.iter().zip(want).all(|(a, b)| a.to_bits() == b.to_bits()),
+                            "{what}: max difference {err}"
+                        );
+                    }
+                    eprintln!("{what}: pooled tail = every row (max difference {err:e})");
+                }
+            }
+        }
+    }
+}

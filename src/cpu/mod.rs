@@ -162,6 +162,27 @@ impl Prepared {
         self.isa.avx2_kernels()
     }
 
+    /// Whether each output row of this layer's product is the same bits whatever rows come
+    /// with it: true of the hand-written kernels (packed f32/bf16 panels, the reduced
+    /// precisions: the same order of sums at every row count), not of the `gemm` crate, whose
+    /// blocking of k follows the shape.
+    fn row_independent(&self, id: ParamId) -> bool {
+        !matches!(self.weights.get(&id), Some(Weight::Dense(_)))
+    }
+
+    /// The op after which only the pooled rows are computed ([`Program::pooled_tail`]), where
+    /// that leaves every embedding the same bits: when the tail's products are
+    /// [`row_independent`](Self::row_independent) (else the tail's row count, the batch's
+    /// size, would move the last bits of an embedding with the batch it came in).
+    fn pooled_tail(&self, program: &Program) -> Option<(usize, crate::model::PoolAt)> {
+        let (cut, at) = program.pooled_tail()?;
+        let rows_free = program.ops[cut + 1..].iter().all(|op| match op {
+            Op::Linear { lin, .. } => self.row_independent(lin.weight),
+            _ => true,
+        });
+        (rows_free && !all_rows()).then_some((cut, at))
+    }
+
     /// `y (+)= act(x·Wᵀ + b)` with the layer's prepared weight and epilogue; `bias` is the
     /// layer's (used only by the dense path: the packed ones carry their own).
     #[allow(clippy::too_many_arguments)]
@@ -262,6 +283,14 @@ pub fn run_split(
     parts.concat()
 }
 
+/// `CLIP_WGPU_CPU_ALL_ROWS=1`: compute every row to the end of the tower (what transformers
+/// does), not only the pooled rows after the last attention ([`Program::pooled_tail`]); for
+/// measuring one against the other. Read once per process.
+fn all_rows() -> bool {
+    static ALL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ALL.get_or_init(|| std::env::var("CLIP_WGPU_CPU_ALL_ROWS").is_ok_and(|v| v == "1"))
+}
+
 fn run_batch(program: &Program, cfg: &ClipConfig, params: &Params, prep: &Prepared, input: &Input) -> Vec<f32> {
     let seqs = Seqs::of(input, cfg);
     if seqs.count() == 0 {
@@ -281,10 +310,21 @@ fn run_batch(program: &Program, cfg: &ClipConfig, params: &Params, prep: &Prepar
     // CLIP_WGPU_PROFILE=1 prints the time spent per kind of op (stderr).
     let profile = std::env::var_os("CLIP_WGPU_PROFILE").is_some_and(|v| v == "1");
     let mut spent: Vec<(&'static str, f64)> = Vec::new();
-    for op in &program.ops {
+    // after the last attention, only each sequence's pooled row (the head's) is computed
+    let tail = prep.pooled_tail(program);
+    let mut seqs = seqs;
+    for (i, op) in program.ops.iter().enumerate() {
         // (no clock unless profiling: wasm32-unknown-unknown has none)
         let t = profile.then(std::time::Instant::now);
         run_op(op, program, cfg, params, prep, input, &seqs, &mut acts);
+        if let Some((_, at)) = tail.filter(|&(cut, _)| cut == i) {
+            for (&a, buf) in acts.iter_mut() {
+                if program.rows(a) == Rows::Tokens {
+                    ops::pool_in_place(buf, program.width(a), &seqs, at);
+                }
+            }
+            seqs = Seqs::uniform(seqs.count(), 1);
+        }
         if let Some(t) = t {
             let kind = op.kind();
             let dt = t.elapsed().as_secs_f64();

@@ -142,6 +142,21 @@ pub fn pool(x: &[f32], out: &mut [f32], w: usize, seqs: &Seqs, at: PoolAt) {
     }
 }
 
+/// Keeps only each sequence's pooled row of `x` (rows `w` wide, laid out as `seqs` says):
+/// row `s` becomes sequence `s`'s pooled row, and `x` is cut to one row per sequence.
+pub fn pool_in_place(x: &mut Vec<f32>, w: usize, seqs: &Seqs, at: PoolAt) {
+    for s in 0..seqs.count() {
+        let r = match at {
+            PoolAt::First => seqs.offsets[s],
+            PoolAt::Last => seqs.offsets[s] + seqs.lens[s] - 1,
+        };
+        // r ≥ offsets[s] ≥ s: row s is written after every row it reads, before any later
+        // sequence's pooled row (≥ offsets[s + 1] > s) is read
+        x.copy_within(r * w..(r + 1) * w, s * w);
+    }
+    x.truncate(seqs.count() * w);
+}
+
 /// Scales each row to unit L2 norm.
 pub fn l2_normalize(x: &mut [f32], w: usize) {
     for r in x.chunks_mut(w) {

@@ -169,6 +169,23 @@ impl Program {
         self.widths.iter().find(|w| w.0 == a).map(|w| w.2).expect("activation not in program")
     }
 
+    /// Where only the pooled rows still matter: `(i, at)` when every op after op `i` works
+    /// row by row (layernorms, linear layers) up to the closing [`Op::Head`], which reads one
+    /// row per sequence (`at`). Op `i` is the last one that mixes rows (the last attention).
+    /// After it, a backend may keep only each sequence's pooled row of every per-token
+    /// activation and run the rest on those rows alone, with the same result for them: in
+    /// CLIP, the last layer's output projection and MLP (a twelfth of the work of a
+    /// 12-layer tower, 6 %) then run on one row per sequence instead of 50 or 77.
+    /// `None` when there is no such tail.
+    pub fn pooled_tail(&self) -> Option<(usize, PoolAt)> {
+        let Some(Op::Head { at, .. }) = self.ops.last() else { return None };
+        let cut = self
+            .ops
+            .iter()
+            .rposition(|op| !matches!(op, Op::LayerNorm { .. } | Op::Linear { .. } | Op::Head { .. }))?;
+        (cut + 2 < self.ops.len()).then_some((cut, *at))
+    }
+
     /// The program of one tower.
     pub fn new(tower: Tower, cfg: &ClipConfig, w: &Weights) -> Program {
         let (t, blocks, first, ln_final, proj, at) = match tower {
