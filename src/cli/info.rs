@@ -88,7 +88,10 @@ pub fn info(a: InfoArgs) -> Result<ExitCode, clip_wgpu::Error> {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(ExitCode::SUCCESS);
     }
-    println!("CPU engine: f32, {} threads, gemm crate with runtime ISA dispatch", rayon::current_num_threads());
+    println!(
+        "CPU engine: {} threads, kernels chosen at run time from this CPU's instruction sets",
+        rayon::current_num_threads()
+    );
     println!("    CPU: {}", clip_wgpu::cpu::auto::cpu_identity());
     println!("    kernel level {isa} (CLIP_WGPU_CPU_ISA): {}", kernels.join("; "));
     {

@@ -463,12 +463,12 @@ fn bench(b: Bench) -> Result<()> {
 
     // environment record
     let mut env = sys::environment(&root());
-    // a forced kernel level is part of the command (the workers inherit it)
-    let isa_var = std::env::var("CLIP_WGPU_CPU_ISA").ok().filter(|v| !v.is_empty());
-    env["command"] = json!(match &isa_var {
-        Some(v) => format!("CLIP_WGPU_CPU_ISA={v} {}", command_line()),
-        None => command_line(),
-    });
+    // the CPU engine's overrides are part of the command (the workers inherit them)
+    let set: Vec<String> = ["CLIP_WGPU_CPU_ISA", "CLIP_WGPU_CPU_F32", "CLIP_WGPU_CPU_SUB", "CLIP_WGPU_CPU_ALL_ROWS"]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()).map(|v| format!("{k}={v} ")))
+        .collect();
+    env["command"] = json!(format!("{}{}", set.concat(), command_line()));
     let isa = clip_wgpu::cpu::Isa::from_env();
     env["cpu_isa"] = json!(isa.name());
     if let Some(level) = b.cpu_as {
