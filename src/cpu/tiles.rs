@@ -1,8 +1,10 @@
 //! How a packed product is split into tasks, shared by the f32/bf16 panels ([`gemm_f32`]) and
 //! the reduced-precision kernels ([`gemm_lowp`]): rows in blocks of at most `mc` (a multiple
 //! of the microkernel's row count), the blocks made a multiple of the thread count when the
-//! product is big enough to share, and small-m products split over column units (panels or
-//! panel pairs) too, about four tasks per thread. Each task owns a disjoint tile of `y`.
+//! product is big enough to share and has more than one block of rows, and products of few
+//! rows split over column units (panels or panel pairs) too, about four tasks per thread: a
+//! single block of rows (one image's 50, a text's, the pooled rows) is not cut, so that each
+//! weight is read once. Each task owns a disjoint tile of `y`.
 //!
 //! [`gemm_f32`]: super::gemm_f32
 //! [`gemm_lowp`]: super::gemm_lowp
@@ -44,7 +46,9 @@ pub(crate) fn for_each_tile(
     let threads = rayon::current_num_threads();
     let par = threads > 1 && work >= PAR_MIN_WORK;
     let mut mblocks = m.div_ceil(mc);
-    if par {
+    if par && m > mc {
+        // (one block of few rows is not cut: its tasks split the columns, so that each
+        // weight is read once, not once per row block)
         mblocks = mblocks.next_multiple_of(threads).min(m.div_ceil(group));
     }
     let mc = m.div_ceil(mblocks).next_multiple_of(group);
