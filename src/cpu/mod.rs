@@ -292,7 +292,7 @@ fn all_rows() -> bool {
 }
 
 fn run_batch(program: &Program, cfg: &ClipConfig, params: &Params, prep: &Prepared, input: &Input) -> Vec<f32> {
-    let seqs = Seqs::of(input, cfg);
+    let mut seqs = Seqs::of(input, cfg);
     if seqs.count() == 0 {
         return Vec::new();
     }
@@ -312,7 +312,6 @@ fn run_batch(program: &Program, cfg: &ClipConfig, params: &Params, prep: &Prepar
     let mut spent: Vec<(&'static str, f64)> = Vec::new();
     // after the last attention, only each sequence's pooled row (the head's) is computed
     let tail = prep.pooled_tail(program);
-    let mut seqs = seqs;
     for (i, op) in program.ops.iter().enumerate() {
         // (no clock unless profiling: wasm32-unknown-unknown has none)
         let t = profile.then(std::time::Instant::now);

@@ -134,10 +134,7 @@ pub fn attention_isa(qkv: &[f32], out: &mut [f32], seqs: &Seqs, heads: usize, hd
 /// Gathers each sequence's pooled row.
 pub fn pool(x: &[f32], out: &mut [f32], w: usize, seqs: &Seqs, at: PoolAt) {
     for s in 0..seqs.count() {
-        let r = match at {
-            PoolAt::First => seqs.offsets[s],
-            PoolAt::Last => seqs.offsets[s] + seqs.lens[s] - 1,
-        };
+        let r = seqs.pooled_row(s, at);
         out[s * w..(s + 1) * w].copy_from_slice(&x[r * w..(r + 1) * w]);
     }
 }
@@ -146,10 +143,7 @@ pub fn pool(x: &[f32], out: &mut [f32], w: usize, seqs: &Seqs, at: PoolAt) {
 /// row `s` becomes sequence `s`'s pooled row, and `x` is cut to one row per sequence.
 pub fn pool_in_place(x: &mut Vec<f32>, w: usize, seqs: &Seqs, at: PoolAt) {
     for s in 0..seqs.count() {
-        let r = match at {
-            PoolAt::First => seqs.offsets[s],
-            PoolAt::Last => seqs.offsets[s] + seqs.lens[s] - 1,
-        };
+        let r = seqs.pooled_row(s, at);
         // r ≥ offsets[s] ≥ s: row s is written after every row it reads, before any later
         // sequence's pooled row (≥ offsets[s + 1] > s) is read
         x.copy_within(r * w..(r + 1) * w, s * w);

@@ -335,6 +335,14 @@ impl Seqs {
     pub fn tokens(&self) -> usize {
         self.lens.iter().sum()
     }
+
+    /// The row of sequence `s` that is pooled at `at` (its first, or its last: a text's EOT).
+    pub fn pooled_row(&self, s: usize, at: PoolAt) -> usize {
+        match at {
+            PoolAt::First => self.offsets[s],
+            PoolAt::Last => self.offsets[s] + self.lens[s] - 1,
+        }
+    }
 }
 
 #[cfg(test)]

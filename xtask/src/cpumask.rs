@@ -41,10 +41,9 @@ impl CpuAs {
 
 /// The mask this process runs under, if it is the re-executed bench.
 pub fn active() -> Option<CpuAs> {
-    match std::env::var(MASKED).ok()?.as_str() {
-        "avx2" => Some(CpuAs::Avx2),
-        _ => None,
-    }
+    use clap::ValueEnum;
+    let v = std::env::var(MASKED).ok()?;
+    CpuAs::value_variants().iter().copied().find(|l| l.name() == v)
 }
 
 /// Runs this bench again under the mask and returns its exit code; errors when the machine
@@ -93,11 +92,8 @@ fn build(root: &Path) -> Result<PathBuf> {
     let src = root.join("xtask/cpuid_mask.c");
     let dir = root.join("target/cpuid_mask");
     let lib = dir.join("libcpuid_mask.so");
-    let stale = |p: &Path| -> Result<bool> {
-        let (s, l) = (std::fs::metadata(&src)?.modified()?, p.metadata().and_then(|m| m.modified()));
-        Ok(l.map_or(true, |l| l < s))
-    };
-    if stale(&lib)? {
+    let source = std::fs::metadata(&src).and_then(|m| m.modified()).with_context(|| src.display().to_string())?;
+    if lib.metadata().and_then(|m| m.modified()).map_or(true, |b| b < source) {
         std::fs::create_dir_all(&dir)?;
         let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
         let out =
